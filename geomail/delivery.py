@@ -1,0 +1,33 @@
+"""What the queue knows of couriers: the Courier protocol and the DeliveryError they raise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from geomail.errors import GeomailError
+from geomail.envelope import Body
+
+
+class DeliveryError(GeomailError):
+    """A delivery attempt failed; ``permanent`` failures bounce, the others are retried."""
+
+    def __init__(self, message: str, permanent: bool, code: int | None = None,
+                 enhanced: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.code = code or (550 if permanent else 451)
+        self.enhanced = enhanced or ("5.0.0" if permanent else "4.0.0")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.message}"
+
+
+class Courier(Protocol):
+    """Delivers one message to some recipients (all in one domain, or all local)."""
+
+    def deliver(self, sender: str, recipients: Sequence[str], body: Body,
+                ) -> Mapping[str, DeliveryError | None]:
+        """Try once; return each recipient's outcome (None: delivered). Cooperative (blocks the
+        calling greenlet only). Raises nothing but bugs: failures are DeliveryErrors in the map."""

@@ -1,0 +1,48 @@
+"""The SMTP envelope of one transaction, the Body every part reads, and address helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+KiB = 1024
+
+
+@dataclass(slots=True)
+class Envelope:
+    """Sender, recipients and parameters of one mail transaction (reset by RSET, EHLO, STARTTLS)."""
+
+    sender: str | None = None  # "" is the null reverse-path <>; None: no MAIL yet
+    recipients: list[str] = field(default_factory=list)
+    declared_size: int | None = None  # MAIL FROM SIZE= (RFC 1870)
+    body_type: str = "7BIT"  # MAIL FROM BODY= (RFC 6152): 7BIT or 8BITMIME
+    smtputf8: bool = False  # MAIL FROM SMTPUTF8 (RFC 6531)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``local@domain`` -> (local, domain); an address without '@' has an empty domain."""
+    local, sep, domain = address.rpartition("@")
+    if not sep:
+        return address, ""
+    return local, domain
+
+
+def domain_of(address: str) -> str:
+    """The domain of ``address``, lower case, without a trailing dot."""
+    return split_address(address)[1].rstrip(".").lower()
+
+
+class Body(Protocol):
+    """A message body that stores and couriers can read (LF line endings)."""
+
+    @property
+    def size(self) -> int:
+        """Octets as stored (LF line endings)."""
+
+    @property
+    def crlf_size(self) -> int:
+        """Octets as transmitted (CRLF line endings): what SIZE and POP3 LIST count."""
+
+    def chunks(self, chunk_size: int = 256 * KiB) -> Iterator[bytes]:
+        """The content, in order (blocking: read it in the threadpool)."""

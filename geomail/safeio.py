@@ -1,0 +1,136 @@
+"""Durable file writes (temp file, fsync, rename, directory fsync) and running them off the hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in gevent's threadpool so the hub keeps serving other connections.
+
+    """
+    import gevent
+
+    # ThreadPool.apply runs inline when called from a worker thread, so nesting is safe.
+    result: T = gevent.get_hub().threadpool.apply(fn, args)
+    return result
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so that a rename or create inside it survives a crash (blocking)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_synced(path: str, chunks: Iterable[bytes], mode: int = 0o600) -> int:
+    """Create ``path`` exclusively, write ``chunks``, fsync it; return its size (blocking).
+
+    On any failure the partial file is removed, so nothing half-written stays behind.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    size = 0
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+                size += written
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    os.close(fd)
+    return size
+
+
+def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600,
+                 sync_dir: bool = True) -> None:
+    """Replace ``path`` durably: temp file in the same directory, fsync, rename, fsync the dir.
+
+    Blocking; call it through ``run_blocking`` from a greenlet. With ``sync_dir=False`` the
+    caller takes over the directory fsync (to share one among many writes, see ``DirSyncer``).
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".tmp.{os.getpid()}.{os.urandom(6).hex()}.{os.path.basename(path)}")
+    write_file_synced(tmp, [data] if isinstance(data, bytes) else data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if sync_dir:
+        fsync_dir(directory)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class DirSyncer:
+    """Group commit for directory fsyncs: callers that need the same directory synced share one.
+
+    A caller arriving while an fsync of that directory is running cannot rely on it (its rename
+    may have come too late), so it joins the next batch; every waiter of a batch is released by
+    one fsync that started after its rename. Cooperative: call ``sync`` from greenlets.
+    """
+
+    def __init__(self, fsync: Callable[[str], None] | None = None) -> None:
+        self._fsync = fsync or (lambda path: run_blocking(fsync_dir, path))
+        self._next: dict[str, _Batch] = {}  # directory -> batch not yet started
+        self._running: set[str] = set()
+
+    def sync(self, directory: str) -> None:
+        """Return once an fsync of ``directory`` that began after this call has completed."""
+        import gevent
+
+        batch = self._next.get(directory)
+        if batch is None:
+            batch = self._next[directory] = _Batch()
+        if directory not in self._running:
+            self._running.add(directory)
+            gevent.spawn(self._drain, directory)
+        batch.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def _drain(self, directory: str) -> None:
+        # One greenlet per directory runs batch after batch until nobody is waiting.
+        try:
+            while (batch := self._next.pop(directory, None)) is not None:
+                try:
+                    self._fsync(directory)
+                except OSError as exc:
+                    batch.error = exc
+                batch.done()
+        finally:
+            self._running.discard(directory)
+
+
+class _Batch:
+    """Callers waiting for one directory fsync."""
+
+    __slots__ = ("_event", "error")
+
+    def __init__(self) -> None:
+        from gevent.event import Event
+
+        self._event = Event()
+        self.error: OSError | None = None
+
+    def wait(self) -> None:
+        self._event.wait()
+
+    def done(self) -> None:
+        self._event.set()
