@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from geomail.errors import GeomailError
 from geomail.envelope import Body
+from geomail.errors import GeomailError
 
 
 class DeliveryError(GeomailError):
@@ -31,3 +32,19 @@ class Courier(Protocol):
                 ) -> Mapping[str, DeliveryError | None]:
         """Try once; return each recipient's outcome (None: delivered). Cooperative (blocks the
         calling greenlet only). Raises nothing but bugs: failures are DeliveryErrors in the map."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Where one recipient's delivery attempt went: for the queue's records and DSN Remote-MTA."""
+
+    remote_mta: str | None = None  # "mx.example.org [192.0.2.1]:25"
+    tls: str | None = None  # "TLSv1.3", "TLSv1.3 verified", "none"; None when not SMTP
+
+
+class Outcomes(dict[str, "DeliveryError | None"]):
+    """A courier's answer: recipient -> outcome (None: delivered), plus each one's ``Attempt``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: dict[str, Attempt] = {}

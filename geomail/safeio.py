@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -60,7 +61,8 @@ def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600,
     caller takes over the directory fsync (to share one among many writes, see ``DirSyncer``).
     """
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".tmp.{os.getpid()}.{os.urandom(6).hex()}.{os.path.basename(path)}")
+    name = f".tmp.{os.getpid()}.{os.urandom(6).hex()}.{os.path.basename(path)}"
+    tmp = os.path.join(directory, name)
     write_file_synced(tmp, [data] if isinstance(data, bytes) else data, mode)
     try:
         os.replace(tmp, path)
@@ -72,10 +74,8 @@ def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600,
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 class DirSyncer:

@@ -1,7 +1,8 @@
-"""Message bodies in transit: LF line endings, in memory while small, spilled to a file when large."""
+"""Message bodies in transit: LF line endings, in memory while small, in a file when large."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -93,10 +94,8 @@ class Spool:
             os.close(self._fd)
             self._fd = None
         if self._path is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self._path)
-            except OSError:
-                pass
             self._path = None
 
 

@@ -56,8 +56,10 @@ class MessageStore(Protocol):
 
 def open_store(config: StoreConfig, hostname: str) -> MessageStore:
     """The store ``config.format`` names, rooted at ``config.path``."""
-    from geomail.store.maildir import MaildirStore
-    from geomail.store.mbox import MboxStore
+    if config.format == "mbox":
+        from geomail.store.mbox import MboxStore
 
-    stores = {"maildir": MaildirStore, "mbox": MboxStore}
-    return stores[config.format](config.path, hostname)
+        return MboxStore(config.path, hostname)
+    from geomail.store.maildir import MaildirStore
+
+    return MaildirStore(config.path, hostname)

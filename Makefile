@@ -1,0 +1,53 @@
+# geomail: `make run` (install and serve conf/dev.yaml), `make test` (the whole test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEV_CERT := var/tls/cert.pem
+
+.PHONY: run test test-fast lint binary bench clean
+
+run: $(VENV)/.installed $(DEV_CERT)
+	$(BIN)/geomail serve -c conf/dev.yaml
+
+test: $(VENV)/.installed-dev
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check geomail tests bench
+	$(BIN)/lint-imports
+
+binary: $(VENV)/.installed-build
+	$(BIN)/pyinstaller --noconfirm --clean build.spec
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/smtp_inbound.py
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.created pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-build: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[build]'
+	touch $@
+
+$(DEV_CERT):
+	mkdir -p var/tls
+	openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=localhost" \
+		-addext "subjectAltName=DNS:localhost,DNS:mail.example.test,IP:127.0.0.1" \
+		-keyout var/tls/key.pem -out $@ 2>/dev/null
+	chmod 600 var/tls/key.pem
+
+clean:
+	rm -rf build dist var bench/run

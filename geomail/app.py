@@ -1,0 +1,166 @@
+"""The composition root: builds every service from the Config, runs listeners, handles signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+
+from geomail import maillog
+from geomail.access import MailAccess
+from geomail.auth import Authenticator
+from geomail.config import Config, ListenerConfig, load_config
+from geomail.errors import ConfigError
+from geomail.inbound import InboundPolicy, Services
+from geomail.proto import reply as R
+from geomail.proto.pop3 import POP3Settings
+from geomail.proto.smtp import SMTPSettings
+from geomail.routing import Router
+from geomail.server.listener import ConnectionTracker, Listener
+from geomail.server.pop3_conn import POP3Service
+from geomail.server.smtp_conn import SMTPService
+from geomail.server.tls import TLSContextHolder
+from geomail.store.base import open_store
+from geomail.userdb import UserDB
+
+log = logging.getLogger(__name__)
+
+# Threadpool size: fsyncs run in parallel (the disk merges their flushes), hashes too.
+IO_THREADS = int(os.environ.get("GEOMAIL_IO_THREADS", "16"))
+SMTP_KINDS = ("smtp", "submission", "submissions")
+POP3_KINDS = ("pop3", "pop3s")
+SMTP_REFUSALS = {
+    "too-many-connections": R.R421_TOO_MANY_CONNECTIONS.wire,
+    "too-many-from-ip": R.R421_TOO_MANY_FROM_IP.wire,
+    "shutting-down": R.R421_SHUTTING_DOWN.wire,
+}
+POP3_REFUSALS = {  # RFC 3206: SYS/TEMP, the client may retry later
+    "too-many-connections": b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    "too-many-from-ip": b"-ERR [SYS/TEMP] Too many connections from your address\r\n",
+    "shutting-down": b"-ERR [SYS/TEMP] Server shutting down\r\n",
+}
+
+
+class App:
+    """A running geomail: listeners, store, queue and the policy that joins them."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        limits = config.limits
+        self.tracker = ConnectionTracker(limits.max_connections, limits.max_connections_per_ip)
+        # A little room above the limit so that over-limit clients still get their 421.
+        self.pool = Pool(limits.max_connections + max(100, limits.max_connections // 10))
+        self.tls = TLSContextHolder(config.tls) if config.tls else None
+        self.store = open_store(config.store, config.hostname)
+        self.authenticator = Authenticator(UserDB(config.users), limits)
+        self.services = Services(router=_router(config), store=self.store,
+                                 authenticator=self.authenticator)
+        self.policy = InboundPolicy(config, self.services, os.path.join(config.data_dir, "spool"))
+        self.mail_access = MailAccess(self.authenticator, self.store)
+        self.listeners = [self._listener(lst) for lst in config.listeners
+                          if lst.kind in SMTP_KINDS + POP3_KINDS]
+        self._stopped = Event()
+
+    def _listener(self, config: ListenerConfig) -> Listener:
+        if config.kind in POP3_KINDS:
+            pop3 = POP3Service(
+                config.kind, self.mail_access,
+                POP3Settings(tls_available=self.tls is not None and config.kind == "pop3",
+                             allow_plaintext_auth=config.allow_plaintext_auth,
+                             max_bad_commands=self.config.limits.max_bad_commands),
+                self.config.limits, self.tracker, self.tls)
+            return Listener(config, pop3.serve, self.tracker, POP3_REFUSALS, self.pool)
+        settings = SMTPSettings(
+            hostname=self.config.hostname,
+            max_message_size=self.config.limits.max_message_size,
+            max_recipients=self.config.limits.max_recipients,
+            max_line_length=self.config.limits.max_line_length,
+            max_command_length=self.config.limits.max_command_length,
+            max_bad_commands=self.config.limits.max_bad_commands,
+            tls_available=self.tls is not None and config.kind != "submissions",
+            allow_plaintext_auth=config.allow_plaintext_auth,
+        )
+        service = SMTPService(config.kind, self.policy, settings, self.config.limits,
+                              self.tracker, self.tls)
+        return Listener(config, service.serve, self.tracker, SMTP_REFUSALS, self.pool)
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Open every listening socket (fails early, e.g. on a port in use)."""
+        for listener in self.listeners:
+            try:
+                listener.bind()
+            except OSError as exc:
+                raise ConfigError(f"listen.{listener.config.kind}: cannot listen on "
+                                  f"{listener.config.address}: {exc.strerror}") from exc
+
+    def start(self) -> None:
+        """Prepare the data directory, then accept connections."""
+        gevent.get_hub().threadpool.maxsize = IO_THREADS
+        for path in (self.config.data_dir, os.path.join(self.config.data_dir, "spool")):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        for listener in self.listeners:
+            listener.start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: refuse new connections, let transactions finish, then close the rest."""
+        grace = self.config.limits.shutdown_grace if grace is None else grace
+        for listener in self.listeners:
+            listener.stop()
+        self.tracker.interrupt_idle()
+        if not self.pool.join(timeout=grace):
+            log.warning("shutdown grace expired open=%d", self.tracker.total)
+            self.tracker.interrupt_all()
+            self.pool.join(timeout=5)
+        self._stopped.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read users, aliases and certificates from the same file."""
+        try:
+            fresh = load_config(self.config.source)
+        except ConfigError as exc:
+            log.error("reload-failed problems=%r", str(exc))
+            return
+        self.services.router = _router(fresh)
+        self.authenticator.reload(UserDB(fresh.users))
+        if self.tls is not None:
+            self.tls.reload(fresh.tls)
+        log.info("reloaded users=%d aliases=%d", len(fresh.users), len(fresh.aliases))
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (graceful; a second signal stops at once); HUP reloads."""
+        def on_term() -> None:
+            if self.tracker.draining:
+                log.warning("second stop signal: exiting now")
+                os._exit(1)
+            log.info("stopping signal=term grace=%ss", self.config.limits.shutdown_grace)
+            gevent.spawn(self.stop)
+
+        gevent.signal_handler(signal.SIGTERM, on_term)
+        gevent.signal_handler(signal.SIGINT, on_term)
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        self.bind()
+        self.start()
+        log.info("started pid=%d", os.getpid())
+        self._stopped.wait()
+        log.info("stopped")
+
+    @property
+    def ports(self) -> dict[str, list[int]]:
+        """Bound ports per listener kind (for tests that listen on port 0)."""
+        found: dict[str, list[int]] = {}
+        for listener in self.listeners:
+            found.setdefault(listener.config.kind, []).append(listener.port)
+        return found
+
+
+def _router(config: Config) -> Router:
+    return Router(config.domains, config.users, config.aliases, config.suffix_separator)
+
+
+__all__ = ["App", "maillog"]

@@ -1,0 +1,93 @@
+"""The command line: ``geomail serve|check|passwd|queue|dns|dkim|sendmail`` and ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from geomail import __version__, log
+from geomail.config import Config, check_files, load_config
+from geomail.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/geomail/geomail.yaml"
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    problems = check_files(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT."""
+    from geomail.app import App
+
+    config = _load(args.config)
+    log.setup(config.log.level if not args.debug else "debug", config.log.format)
+    App(config).run()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config: print every problem (exit 1) or a summary (exit 0)."""
+    config = _load(args.config)
+    print(f"{args.config}: OK")
+    print(f"  hostname   {config.hostname}")
+    print(f"  domains    {', '.join(config.domains)}")
+    print(f"  users      {len(config.users)}, aliases {len(config.aliases)}")
+    print(f"  store      {config.store.format} at {config.store.path}")
+    print(f"  data_dir   {config.data_dir}")
+    for listener in config.listeners:
+        print(f"  listen     {listener.kind:<12} {listener.address}")
+    print(f"  tls        {'yes' if config.tls else 'no (no STARTTLS, no 465/995)'}")
+    relay = config.relay
+    via = f"smarthost {relay.smarthost.host}:{relay.smarthost.port}" if relay.smarthost \
+        else f"MX lookup, port {relay.mx_port}"
+    print(f"  relay      {via}")
+    print(f"  dkim       {'selector ' + config.dkim.selector if config.dkim else 'off'}")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Print the argon2id hash of a password read from the terminal or stdin."""
+    from geomail.auth import passwd_command
+
+    return passwd_command()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geomail", description="A small mail server.")
+    parser.add_argument("--version", action="version", version=f"geomail {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                           help=f"configuration file (default {DEFAULT_CONFIG})")
+        p.set_defaults(func=func)
+        return p
+
+    serve = command("serve", cmd_serve, "run the server in the foreground")
+    serve.add_argument("--debug", action="store_true", help="log protocol transcripts")
+    command("check", cmd_check, "validate the configuration file")
+    command("passwd", cmd_passwd, "hash a password for users.<address>.password", config=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; config problems print one per line, exit 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"geomail: configuration error{'s' if len(exc.problems) > 1 else ''}:",
+              file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

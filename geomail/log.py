@@ -1,0 +1,77 @@
+"""Logging set-up: one line per event on stderr, ``key=value`` text (default) or JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+EVENT_FIELDS = "geomail_fields"
+
+
+def render_value(value: object) -> str:
+    """A value as it appears after ``key=``: quoted when it has spaces, quotes or is empty."""
+    text = str(value)
+    if text == "" or any(c in text for c in ' "=\t\n\r\\'):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return f'"{escaped}"'
+    return text
+
+
+def event(logger: logging.Logger, level: int, name: str, **fields: object) -> None:
+    """Log the event ``name`` with its fields (rendered as key=value, or as JSON keys)."""
+    if logger.isEnabledFor(level):
+        clean = {k.rstrip("_"): v for k, v in fields.items() if v is not None}
+        logger.log(level, name, extra={EVENT_FIELDS: clean})
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``2026-11-29T13:39:19.123Z INFO accepted id=... from=<...>``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] | None = getattr(record, EVENT_FIELDS, None)
+        if fields is not None:
+            text = " ".join([record.getMessage()] +
+                            [f"{k}={render_value(v)}" for k, v in fields.items()])
+        else:  # plain records are written as key=value text by convention
+            text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return f"{_timestamp(record)} {record.levelname} {text}"
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, event (or msg) and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] | None = getattr(record, EVENT_FIELDS, None)
+        data: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower()}
+        if fields is not None:
+            data["event"] = record.getMessage()
+            data.update({k: v if isinstance(v, int | float | bool) else str(v)
+                         for k, v in fields.items()})
+        else:
+            data["msg"] = record.getMessage()
+            data["logger"] = record.name
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
+    """Send every log line to ``stream`` (stderr) in the chosen format; call once, from cli."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else KeyValueFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,624 @@
+"""The SMTP server session (RFC 5321) as a sans-IO state machine: bytes in, replies out.
+
+What each verb may do in each state (anything else gets 503 5.5.1):
+
+| verb                | INITIAL | READY | MAIL         | RCPT  |
+|---------------------|---------|-------|--------------|-------|
+| HELO / EHLO         | ok      | ok    | ok, resets   | ok, resets |
+| MAIL                | 503     | ok    | 503 (nested) | 503   |
+| RCPT                | 503     | 503   | ok           | ok    |
+| DATA                | 503     | 503   | 554 no rcpt  | ok    |
+| BDAT (RFC 3030)     | 503     | 503   | 554 no rcpt  | ok    |
+| STARTTLS (RFC 3207) | 503     | ok    | 503          | 503   |
+| AUTH (RFC 4954)     | 503     | ok    | 503          | 503   |
+| RSET NOOP HELP VRFY QUIT | ok | ok    | ok           | ok    |
+
+While DATA or BDAT content is read the session is in DATA/BDAT, during an AUTH exchange in AUTH;
+a BDAT chunk is always read to its end, even when the command is refused (RFC 3030 2).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from geomail.envelope import Envelope
+from geomail.proto import reply as R
+from geomail.proto.dotreader import ChunkReader, DataFault, DotReader
+from geomail.proto.lines import LineBuffer, LineFault
+from geomail.proto.reply import Close, Reply, StartTLS
+from geomail.proto.sasl import (
+    MAX_RESPONSE,
+    MECHANISMS,
+    Credentials,
+    SASLError,
+    SASLExchange,
+    encode_challenge,
+)
+from geomail.proto.smtp_args import ArgumentError, parse_path_argument
+
+log = logging.getLogger(__name__)
+
+Output = Reply | StartTLS | Close
+
+# RFC 1870 4, RFC 4954 5, RFC 6152, RFC 6531: room MAIL parameters may add to the 512 octets.
+PARAMETER_ALLOWANCE = 550
+HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE"})
+MAX_AUTH_FAILURES_PER_CONNECTION = 3
+SUBMISSION_KINDS = ("submission", "submissions")
+
+
+class State(enum.Enum):
+    """Where the session is in RFC 5321's command sequence."""
+
+    INITIAL = "initial"  # greeted, no HELO/EHLO yet
+    READY = "ready"  # HELO/EHLO done, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # reading DATA content
+    BDAT = "bdat"  # reading a BDAT chunk
+    AUTH = "auth"  # inside an AUTH exchange
+    CLOSED = "closed"
+
+
+class BodySink(Protocol):
+    """Where the session writes the (LF-normalised) content of the message it receives."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    """Facts about the connection that policy and logs need (not the transaction)."""
+
+    session_id: str
+    peer_ip: str
+    peer_port: int = 0
+    listener: str = "smtp"  # smtp, submission or submissions
+    tls: str | None = None  # e.g. "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384" once active
+    helo: str | None = None
+    esmtp: bool = False
+    auth_user: str | None = None
+
+    def protocol(self, smtputf8: bool = False) -> str:
+        """The ``with`` keyword of a Received header (RFC 3848, RFC 6531 3.7.3)."""
+        if not self.esmtp:
+            return "SMTP"
+        name = "UTF8SMTP" if smtputf8 else "ESMTP"
+        return name + ("S" if self.tls else "") + ("A" if self.auth_user else "")
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPSettings:
+    """The per-listener knobs of a session (from the config's limits and listener)."""
+
+    hostname: str
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+    max_line_length: int = 1000
+    max_command_length: int = 512
+    max_bad_commands: int = 10
+    tls_available: bool = False  # a certificate is configured: offer STARTTLS until active
+    allow_plaintext_auth: bool = False
+    banner: str = field(default="ESMTP geomail")
+
+
+class SMTPHandler(Protocol):
+    """Policy hooks; they run in the connection's greenlet and may block cooperatively."""
+
+    def check_sender(self, info: SessionInfo, envelope: Envelope) -> Reply | None:
+        """None accepts ``envelope.sender``; a Reply refuses it."""
+
+    def check_recipient(self, info: SessionInfo, envelope: Envelope, address: str) -> Reply | None:
+        """None accepts ``address``; a Reply refuses it."""
+
+    def authenticate(self, info: SessionInfo, credentials: Credentials) -> str | Reply:
+        """The canonical user on success; else the Reply to send (421 closes)."""
+
+    def open_body(self, info: SessionInfo, envelope: Envelope) -> BodySink:
+        """A sink for the content about to be received."""
+
+    def accept_message(self, info: SessionInfo, envelope: Envelope, body: BodySink) -> Reply:
+        """Make the message durable (250) or refuse it; owns ``body`` from now on."""
+
+
+class SMTPSession:
+    """One SMTP server conversation. ``feed(bytes)`` returns the outputs to act on, in order."""
+
+    def __init__(self, handler: SMTPHandler, info: SessionInfo, settings: SMTPSettings,
+                 trace: Callable[[str, str], None] | None = None) -> None:
+        self.handler = handler
+        self.info = info
+        self.settings = settings
+        self.state = State.INITIAL
+        self.envelope = Envelope()
+        self._trace = trace
+        self._may_auth = info.listener in SUBMISSION_KINDS
+        limit = settings.max_command_length + PARAMETER_ALLOWANCE
+        if self._may_auth:
+            limit = max(limit, MAX_RESPONSE + 2)
+        self._lines = LineBuffer(limit)
+        self._bad_commands = 0
+        self._auth_failures = 0
+        self._body: BodySink | None = None
+        self._data: DotReader | None = None
+        self._chunks: ChunkReader | None = None
+        self._bdat_left = 0
+        self._bdat_last = False
+        self._bdat_refusal: Reply | None = None
+        self._sasl: SASLExchange | None = None
+        self._starttls = False
+        self._resume_state = State.READY  # where a BDAT chunk returns to
+        self.accepted = 0  # messages answered 250 in this session
+
+    # ---- I/O-facing API -------------------------------------------------------------------
+
+    def greeting(self) -> Reply:
+        """The 220 banner (RFC 5321 4.3.1)."""
+        return Reply(220, None, f"{self.settings.hostname} {self.settings.banner}")
+
+    @property
+    def reading_data(self) -> bool:
+        """True while message content is expected (the data timeout applies)."""
+        return self.state in (State.DATA, State.BDAT)
+
+    def feed(self, data: bytes) -> list[Output]:
+        """Take received bytes (``b""`` for end of stream); return what to send and do."""
+        if self.state is State.CLOSED:
+            return []
+        out: list[Output] = []
+        if not data:
+            self._close(out)
+            return out
+        self._lines.feed(data)
+        while self.state is not State.CLOSED:
+            if self.state is State.DATA:
+                if not self._read_data(out):
+                    break
+            elif self.state is State.BDAT:
+                if not self._read_chunk(out):
+                    break
+            else:
+                line = self._lines.next_line()
+                if line is None:
+                    break
+                self._handle_line(line, out)
+                if self._starttls:
+                    self._starttls = False
+                    if len(self._lines):  # CVE-2011-0411: plaintext injected before the upgrade
+                        out[-1] = R.R554_TLS_PIPELINED
+                        self._close(out)
+                    else:
+                        out.append(StartTLS())
+                    break
+        return out
+
+    def tls_started(self, description: str) -> None:
+        """The TLS handshake completed: forget everything the client said (RFC 3207 4.2)."""
+        self.abort()
+        self.info.tls = description
+        self.info.helo = None
+        self.info.esmtp = False
+        self.info.auth_user = None
+        self.state = State.INITIAL
+
+    def abort(self) -> None:
+        """Drop the transaction in progress (connection lost, timeout, shutdown)."""
+        self._reset_transaction()
+        if self.state not in (State.INITIAL, State.CLOSED):
+            self.state = State.READY if self.info.helo else State.INITIAL
+
+    # ---- command dispatch -----------------------------------------------------------------
+
+    def _handle_line(self, line: bytes | LineFault, out: list[Output]) -> None:
+        if line is LineFault.BARE_NEWLINE:
+            out.append(R.R521_BARE_NEWLINE)
+            self._close(out)
+            return
+        if line is LineFault.TOO_LONG:
+            self._sasl = None
+            self.state = self._idle_state() if self.state is State.AUTH else self.state
+            self._error(R.R500_LINE_TOO_LONG, out)
+            return
+        assert isinstance(line, bytes)
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self._error(R.R500_UNRECOGNIZED.with_text("Invalid UTF-8 in command"), out)
+            return
+        if self.state is State.AUTH:
+            self._trace_in("<auth data>")
+            self._emit(self._auth_step(text), out)
+            return
+        verb, _, arg = text.partition(" ")
+        verb = verb.upper()
+        self._trace_in("AUTH " + arg.split(" ")[0] + " <redacted>" if verb == "AUTH" else text)
+        if verb != "AUTH" and len(line) + 2 > self._command_limit(verb):
+            self._error(R.R500_LINE_TOO_LONG, out)
+            return
+        command = COMMANDS.get(verb)
+        if command is None:
+            if verb in HTTP_VERBS:
+                out.append(R.R502_HTTP)
+                self._close(out)
+            else:
+                self._error(R.R500_UNRECOGNIZED, out)
+            return
+        self._emit(command(self, arg.strip(" ")), out)
+
+    def _emit(self, reply: Reply | None, out: list[Output]) -> None:
+        """Queue a verb's reply; count protocol errors; close if the verb ended the session."""
+        if reply is None:  # BDAT replies once its chunk has been read
+            return
+        if reply.code >= 500 and reply.enhanced and reply.enhanced.startswith("5.5."):
+            self._error(reply, out)
+        else:
+            out.append(reply)
+        if self.state is State.CLOSED:
+            self._close(out)
+
+    def _command_limit(self, verb: str) -> int:
+        extra = PARAMETER_ALLOWANCE if verb in ("MAIL", "RCPT") else 0
+        return self.settings.max_command_length + extra
+
+    def _error(self, reply: Reply, out: list[Output]) -> None:
+        """A protocol error: reply, and close once the client has made too many."""
+        out.append(reply)
+        self._bad_commands += 1
+        if self._bad_commands >= self.settings.max_bad_commands:
+            out.append(R.R421_TOO_MANY_ERRORS)
+            self._close(out)
+
+    def _close(self, out: list[Output]) -> None:
+        self.abort()
+        self.state = State.CLOSED
+        if not out or not isinstance(out[-1], Close):
+            out.append(Close())
+
+    def _idle_state(self) -> State:
+        return State.READY if self.info.helo else State.INITIAL
+
+    def _reset_transaction(self) -> None:
+        if self._body is not None:
+            self._body.discard()
+        self._body = None
+        self._data = None
+        self._chunks = None
+        self._bdat_refusal = None
+        self.envelope = Envelope()
+
+    def _trace_in(self, text: str) -> None:
+        if self._trace is not None:
+            self._trace("->", text)
+
+    # ---- verbs ----------------------------------------------------------------------------
+
+    def cmd_HELO(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.1."""
+        if not arg:
+            return R.R501_SYNTAX.with_text("HELO requires a domain")
+        self._greet(arg.split(" ")[0], esmtp=False)
+        return Reply(250, None, self.settings.hostname)
+
+    def cmd_EHLO(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.1; lists the extensions this session offers now."""
+        if not arg:
+            return R.R501_SYNTAX.with_text("EHLO requires a domain")
+        self._greet(arg.split(" ")[0], esmtp=True)
+        lines = [self.settings.hostname, "PIPELINING", f"SIZE {self.settings.max_message_size}",
+                 "8BITMIME", "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES"]
+        if self.settings.tls_available and not self.info.tls:
+            lines.append("STARTTLS")
+        if self._auth_allowed():
+            lines.append("AUTH " + " ".join(MECHANISMS))
+        return Reply(250, None, tuple(lines))
+
+    def _greet(self, name: str, esmtp: bool) -> None:
+        self._reset_transaction()
+        self.info.helo = name
+        self.info.esmtp = esmtp
+        self.state = State.READY
+
+    def _auth_allowed(self) -> bool:
+        return self._may_auth and bool(self.info.tls or self.settings.allow_plaintext_auth)
+
+    def cmd_MAIL(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.2, with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)."""
+        if self.state is State.INITIAL:
+            return R.R503_HELO_FIRST
+        if self.state is not State.READY:
+            return R.R503_NESTED_MAIL
+        if self._may_auth and not self.info.auth_user:  # RFC 6409 4.3
+            return R.R530_AUTH_REQUIRED
+        try:
+            path = parse_path_argument(arg, "FROM", allow_null=True)
+        except ArgumentError as exc:
+            return _argument_reply(exc)
+        envelope = Envelope(sender=path.address)
+        for key, value in path.params.items():
+            refusal = self._mail_parameter(envelope, key, value)
+            if refusal is not None:
+                return refusal
+        if not path.address.isascii() and not envelope.smtputf8:
+            return R.R553_NEEDS_SMTPUTF8
+        refusal = self.handler.check_sender(self.info, envelope)
+        if refusal is not None:
+            return refusal
+        self._reset_transaction()  # nothing of a BDAT refused before MAIL carries over
+        self.envelope = envelope
+        self.state = State.MAIL
+        return R.R250_SENDER_OK
+
+    def _mail_parameter(self, envelope: Envelope, key: str, value: str | None) -> Reply | None:
+        if not self.info.esmtp:
+            return R.R555_UNKNOWN_PARAMETER  # RFC 1869 4.4: no parameters after HELO
+        if key == "SIZE":
+            if value is None or not value.isdigit() or len(value) > 20:
+                return R.R501_SYNTAX.with_text("SIZE needs a number")
+            envelope.declared_size = int(value)
+            if envelope.declared_size > self.settings.max_message_size:
+                return R.R552_TOO_BIG  # RFC 1870 6.1
+        elif key == "BODY":
+            if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                return R.R501_SYNTAX.with_text("BODY must be 7BIT or 8BITMIME")
+            envelope.body_type = value.upper()
+        elif key == "SMTPUTF8" and value is None:
+            envelope.smtputf8 = True
+        elif key == "AUTH" and self._auth_allowed():
+            pass  # RFC 4954 5: accepted; we do not relay the identity further
+        else:
+            return R.R555_UNKNOWN_PARAMETER
+        return None
+
+    def cmd_RCPT(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.3."""
+        if self.state not in (State.MAIL, State.RCPT):
+            return R.R503_NEED_MAIL if self.state is not State.INITIAL else R.R503_HELO_FIRST
+        if self._in_bdat():
+            return R.R503_BAD_SEQUENCE.with_text("RCPT cannot follow BDAT")  # RFC 3030 2
+        try:
+            path = parse_path_argument(arg, "TO", allow_null=False)
+        except ArgumentError as exc:
+            if exc.kind == "address" and arg.partition(":")[2].strip(" <>").lower() == "postmaster":
+                path = None  # RFC 5321 4.5.1: "postmaster" without a domain must work
+            else:
+                return _argument_reply(exc)
+        if path is not None and path.params:
+            return R.R555_UNKNOWN_PARAMETER
+        address = path.address if path is not None else "postmaster"
+        if not address.isascii() and not self.envelope.smtputf8:
+            return R.R553_NEEDS_SMTPUTF8
+        if len(self.envelope.recipients) >= self.settings.max_recipients:
+            return R.R452_TOO_MANY_RECIPIENTS  # RFC 5321 4.5.3.1.10
+        refusal = self.handler.check_recipient(self.info, self.envelope, address)
+        if refusal is not None:
+            return refusal
+        self.envelope.recipients.append(address)
+        self.state = State.RCPT
+        return R.R250_RECIPIENT_OK
+
+    def cmd_DATA(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.4: 354, then content until CRLF.CRLF."""
+        refusal = self._transaction_refusal()
+        if refusal is not None:
+            return refusal
+        if self._in_bdat():
+            return R.R503_BAD_SEQUENCE.with_text("DATA cannot follow BDAT")  # RFC 3030 2
+        if arg:
+            return R.R501_SYNTAX.with_text("DATA takes no arguments")
+        self._body = self.handler.open_body(self.info, self.envelope)
+        self._data = DotReader(self._body.write, self.settings.max_message_size,
+                               self.settings.max_line_length)
+        self.state = State.DATA
+        return R.R354_START_DATA
+
+    def _in_bdat(self) -> bool:
+        """A BDAT chunk of this transaction has been read (accepted or refused)."""
+        return self._chunks is not None or self._bdat_refusal is not None
+
+    def _transaction_refusal(self) -> Reply | None:
+        if self.state is State.INITIAL:
+            return R.R503_HELO_FIRST
+        if self.state is State.READY:
+            return R.R503_NEED_MAIL
+        if self.state is State.MAIL:
+            return R.R554_NO_VALID_RECIPIENTS  # RFC 5321 3.3
+        return None
+
+    def cmd_BDAT(self, arg: str) -> Reply | None:
+        """RFC 3030 2: ``BDAT <size> [LAST]``; the chunk is read even when refused."""
+        parts = arg.split()
+        size = parts[0] if parts else ""
+        if not (size.isascii() and size.isdigit()) or len(size) > 15 or len(parts) > 2 or (
+                len(parts) == 2 and parts[1].upper() != "LAST"):
+            self.state = State.CLOSED  # without a size the octets that follow cannot be framed
+            return R.R501_SYNTAX.with_text("Syntax: BDAT <size> [LAST]; closing connection")
+        self._bdat_left = int(size)
+        self._bdat_last = len(parts) == 2
+        self._bdat_refusal = self._transaction_refusal() or self._bdat_refusal
+        if self._bdat_refusal is None and self._chunks is None:
+            self._body = self.handler.open_body(self.info, self.envelope)
+            self._chunks = ChunkReader(self._body.write, self.settings.max_message_size)
+        self._resume_state = self.state
+        self.state = State.BDAT
+        return None
+
+    def cmd_RSET(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.5."""
+        self._reset_transaction()
+        self.state = self._idle_state()
+        return R.R250_RESET
+
+    def cmd_NOOP(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.9."""
+        return R.R250_OK
+
+    def cmd_QUIT(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.10."""
+        self.abort()
+        self.state = State.CLOSED
+        return R.R221_BYE
+
+    def cmd_VRFY(self, arg: str) -> Reply:
+        """RFC 5321 3.5.3: never disclose whether a user exists."""
+        if not arg:
+            return R.R501_SYNTAX.with_text("VRFY requires an address")
+        return R.R252_CANNOT_VRFY
+
+    def cmd_EXPN(self, arg: str) -> Reply:
+        """RFC 5321 3.5.2: list expansion is not offered."""
+        return R.R502_NOT_IMPLEMENTED
+
+    def cmd_HELP(self, arg: str) -> Reply:
+        """RFC 5321 4.1.1.8."""
+        return R.R214_HELP
+
+    def cmd_STARTTLS(self, arg: str) -> Reply:
+        """RFC 3207 4: 220, then the connection upgrades (see ``feed``)."""
+        if not self.settings.tls_available or self.info.tls:
+            return R.R502_NOT_IMPLEMENTED if not self.settings.tls_available else \
+                R.R503_BAD_SEQUENCE.with_text("TLS already active")
+        if arg:
+            return R.R501_SYNTAX.with_text("STARTTLS takes no arguments")
+        if self.state is State.INITIAL:
+            return R.R503_HELO_FIRST
+        if self.state is not State.READY:
+            return R.R503_BAD_SEQUENCE.with_text("STARTTLS not allowed during a transaction")
+        self._starttls = True
+        return R.R220_READY_TLS
+
+    def cmd_AUTH(self, arg: str) -> Reply:
+        """RFC 4954 4: ``AUTH mechanism [initial-response]``."""
+        if not self._may_auth:
+            return R.R502_NOT_IMPLEMENTED
+        if not self._auth_allowed():
+            return R.R538_ENCRYPTION_REQUIRED
+        if self.info.auth_user:
+            return R.R503_ALREADY_AUTHENTICATED
+        if self.state is State.INITIAL:
+            return R.R503_HELO_FIRST
+        if self.state is not State.READY:
+            return R.R503_BAD_SEQUENCE.with_text("AUTH not allowed during a transaction")
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() not in MECHANISMS:
+            return R.R504_UNKNOWN_MECHANISM
+        self._sasl = SASLExchange(mechanism)
+        return self._auth_result(self._sasl.start(initial or None))
+
+    def _auth_step(self, text: str) -> Reply:
+        assert self._sasl is not None
+        return self._auth_result(self._sasl.step(text))
+
+    def _auth_result(self, result: str | Credentials | SASLError) -> Reply:
+        if isinstance(result, str):
+            self.state = State.AUTH
+            return Reply(334, None, encode_challenge(result))
+        self._sasl = None
+        self.state = self._idle_state()
+        if result is SASLError.CANCELLED:
+            return R.R501_AUTH_CANCELLED
+        if isinstance(result, SASLError):
+            return R.R501_BAD_BASE64 if result is SASLError.BAD_BASE64 else \
+                R.R501_SYNTAX.with_text("Malformed authentication data")
+        outcome = self.handler.authenticate(self.info, result)
+        if isinstance(outcome, str):
+            self.info.auth_user = outcome
+            return R.R235_AUTH_OK
+        self._auth_failures += 1
+        if outcome.code == 421 or self._auth_failures >= MAX_AUTH_FAILURES_PER_CONNECTION:
+            self.state = State.CLOSED
+            if outcome.code != 421:
+                return R.R421_AUTH_BLOCKED
+        return outcome
+
+    # ---- message content ------------------------------------------------------------------
+
+    def _read_data(self, out: list[Output]) -> bool:
+        """Feed buffered bytes to the DATA reader; True when the message ended."""
+        assert self._data is not None
+        buffered = self._lines.take()
+        used = self._data.feed(buffered)
+        self._lines.unread(buffered[used:])
+        if self._data.fault is DataFault.BARE_NEWLINE:
+            out.append(R.R521_BARE_NEWLINE)
+            self._close(out)
+            return False
+        if not self._data.done:
+            return False
+        out.append(self._finish_message(self._data.fault))
+        return True
+
+    def _read_chunk(self, out: list[Output]) -> bool:
+        """Feed buffered bytes to the current BDAT chunk; True when the chunk is complete."""
+        if self._bdat_left:
+            buffered = self._lines.take()
+            part, rest = buffered[: self._bdat_left], buffered[self._bdat_left :]
+            self._bdat_left -= len(part)
+            if self._chunks is not None and self._bdat_refusal is None:
+                self._chunks.feed(part)
+            self._lines.unread(rest)
+            if self._bdat_left:
+                return False
+        self.state = self._resume_state
+        if self._bdat_refusal is not None:
+            out.append(self._bdat_refusal)
+            if self._bdat_last:
+                self._reset_transaction()
+                self.state = self._idle_state()
+            return True
+        assert self._chunks is not None
+        if self._bdat_last:
+            self._chunks.finish()
+        fault = self._chunks.fault
+        if self._bdat_last:
+            out.append(self._finish_message(fault))
+        elif fault is not None:
+            self._bdat_refusal = _fault_reply(fault)
+            out.append(self._bdat_refusal)
+        else:
+            out.append(Reply(250, "2.0.0", f"{self._chunks.size} octets received"))
+        return True
+
+    def _finish_message(self, fault: DataFault | None) -> Reply:
+        body, envelope = self._body, self.envelope
+        self._body = None
+        self._reset_transaction()
+        self.state = self._idle_state()
+        assert body is not None
+        if fault is not None:
+            body.discard()
+            return _fault_reply(fault)
+        try:
+            reply = self.handler.accept_message(self.info, envelope, body)
+        except Exception:
+            log.exception("accept_message failed session=%s", self.info.session_id)
+            body.discard()
+            return R.R451_LOCAL_ERROR
+        if reply.code == 250:
+            self.accepted += 1
+        return reply
+
+
+def _argument_reply(exc: ArgumentError) -> Reply:
+    return {"syntax": R.R501_SYNTAX, "address": R.R553_BAD_ADDRESS,
+            "param": R.R555_UNKNOWN_PARAMETER}.get(exc.kind, R.R501_SYNTAX)
+
+
+def _fault_reply(fault: DataFault) -> Reply:
+    return {DataFault.TOO_BIG: R.R552_TOO_BIG, DataFault.LINE_TOO_LONG: R.R554_LINE_TOO_LONG,
+            DataFault.BARE_NEWLINE: R.R554_BARE_NEWLINE_IN_BDAT}[fault]
+
+
+# Dispatch by verb: an explicit table, never getattr on client input.
+COMMANDS: dict[str, Callable[[SMTPSession, str], Reply | None]] = {
+    "HELO": SMTPSession.cmd_HELO, "EHLO": SMTPSession.cmd_EHLO, "MAIL": SMTPSession.cmd_MAIL,
+    "RCPT": SMTPSession.cmd_RCPT, "DATA": SMTPSession.cmd_DATA, "BDAT": SMTPSession.cmd_BDAT,
+    "RSET": SMTPSession.cmd_RSET, "NOOP": SMTPSession.cmd_NOOP, "QUIT": SMTPSession.cmd_QUIT,
+    "VRFY": SMTPSession.cmd_VRFY, "EXPN": SMTPSession.cmd_EXPN, "HELP": SMTPSession.cmd_HELP,
+    "STARTTLS": SMTPSession.cmd_STARTTLS, "AUTH": SMTPSession.cmd_AUTH,
+}
