@@ -1,0 +1,158 @@
+"""Server-side TLS: the context built from tls.cert/tls.key, reloaded on SIGHUP, and handshakes."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+
+import gevent
+
+from geomail.config import TLSConfig
+from geomail.errors import ConfigError, GeomailError
+
+log = logging.getLogger("geomail.tls")
+
+# TLS 1.2 suites: forward secrecy and AEAD only (Mozilla "intermediate" minus DHE). TLS 1.3
+# suites are all AEAD and OpenSSL's defaults are kept.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+class TLSHandshakeError(GeomailError):
+    """A server-side TLS handshake failed or timed out; the socket has been closed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # short, for the log: "timeout", "WRONG_VERSION_NUMBER", ...
+        super().__init__(f"TLS handshake failed: {reason}")
+
+
+class _EncryptedKey(Exception):
+    """Raised from the password callback: geomail never prompts for a key passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _EncryptedKey
+
+
+def _read_pem(key: str, path: str, marker: bytes, what: str) -> None:
+    """Fail with a ConfigError naming ``key`` and ``path`` unless the file holds ``marker``."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{key}: {path} is a directory, not a PEM file") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: file {path} is not readable: {exc.strerror}") from None
+    if marker not in data:
+        raise ConfigError(f"{key}: {path} is not a PEM {what} (no '{marker.decode()}' line)")
+
+
+def _certs_parse(path: str) -> bool:
+    """True if every certificate in ``path`` parses (tells a bad cert from a bad key)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError):
+        return False
+    return True
+
+
+def load_server_context(tls: TLSConfig) -> ssl.SSLContext:
+    """A server context for ``tls`` (PEM full chain + key): TLS 1.2/1.3 only (RFC 8996, 8314).
+
+    Blocking (two small file reads); raises ConfigError naming the file and the problem.
+    """
+    _read_pem("tls.cert", tls.cert, b"-----BEGIN CERTIFICATE-----", "certificate")
+    _read_pem("tls.key", tls.key, b"PRIVATE KEY-----", "private key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.set_ciphers(TLS12_CIPHERS)
+    # No server cipher preference: every suite offered is strong, and clients without AES
+    # hardware (phones) rightly pick ChaCha20.
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.verify_mode = ssl.CERT_NONE  # mail clients do not present certificates
+    try:
+        context.load_cert_chain(tls.cert, tls.key, password=_no_passphrase)
+    except _EncryptedKey:
+        raise ConfigError(
+            f"tls.key: {tls.key} is encrypted; geomail needs an unencrypted key"
+        ) from None
+    except ssl.SSLError as exc:
+        if "mismatch" in f"{exc.reason} {exc}".lower():
+            raise ConfigError(
+                f"tls.key: {tls.key} does not match the certificate in {tls.cert}"
+            ) from None
+        if not _certs_parse(tls.cert):
+            raise ConfigError(f"tls.cert: {tls.cert} holds a corrupt PEM certificate") from None
+        raise ConfigError(f"tls.key: {tls.key} holds a corrupt PEM private key") from None
+    except OSError as exc:
+        raise ConfigError(f"tls: cannot read {tls.cert} / {tls.key}: {exc.strerror}") from None
+    return context
+
+
+class TLSContextHolder:
+    """The current server context; ``reload`` swaps in a new one only if it loads.
+
+    Connections keep the context they were wrapped with, so open sessions are not disturbed.
+    """
+
+    def __init__(self, tls: TLSConfig) -> None:
+        self.tls = tls
+        self.context = load_server_context(tls)  # raises ConfigError at start-up
+
+    def reload(self, tls: TLSConfig | None = None) -> bool:
+        """Rebuild from the files (or from ``tls``, if the config changed); on failure keep the
+        old context, log why and return False, so a bad renewal does not take the server down.
+        """
+        tls = tls or self.tls
+        try:
+            context = load_server_context(tls)
+        except ConfigError as exc:
+            log.error("tls-reload-failed problem=%r keeping=old-certificate", str(exc))
+            return False
+        self.tls, self.context = tls, context
+        log.info("tls-reloaded cert=%s", tls.cert)
+        return True
+
+
+def wrap_server(sock: socket.socket, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    """Wrap ``sock`` and do the server handshake within ``timeout`` seconds in total.
+
+    Raises TLSHandshakeError (and closes the socket) if the client fails, stalls or hangs up.
+    The wrapped socket gets back ``sock``'s own timeout.
+    """
+    previous = sock.gettimeout()
+    try:
+        tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise TLSHandshakeError(f"wrap failed: {exc}") from exc
+    timer = gevent.Timeout(timeout)
+    timer.start()
+    try:
+        tls_sock.do_handshake()
+    except BaseException as exc:  # close on anything, a kill or an outer timeout included
+        tls_sock.close()
+        if exc is timer:
+            raise TLSHandshakeError("timeout") from None
+        if isinstance(exc, ssl.SSLError):
+            raise TLSHandshakeError(exc.reason or type(exc).__name__) from exc
+        if isinstance(exc, OSError):
+            raise TLSHandshakeError(exc.strerror or type(exc).__name__) from exc
+        raise
+    finally:
+        timer.close()
+    tls_sock.settimeout(previous)
+    return tls_sock
+
+
+def tls_description(sslsock: ssl.SSLSocket) -> str:
+    """Postfix-style text for a Received header: ``TLSv1.3 with cipher X (256/256 bits)``."""
+    cipher = sslsock.cipher()
+    version = sslsock.version() or "TLS"
+    if cipher is None:
+        return version
+    name, _protocol, bits = cipher
+    return f"{version} with cipher {name} ({bits}/{bits} bits)"
