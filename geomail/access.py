@@ -1,0 +1,30 @@
+"""POP3 policy: logins (shared throttling with SMTP) and the mailbox lock for fetching mail."""
+
+from __future__ import annotations
+
+from geomail.errors import MailboxBusy
+from geomail.inbound import Authenticator
+from geomail.proto.pop3 import LoginRefused, MailboxInUse
+from geomail.proto.sasl import Credentials
+from geomail.store.base import Maildrop, MessageStore
+
+
+class MailAccess:
+    """Implements ``proto.pop3.POP3Handler`` over the authenticator and the store."""
+
+    def __init__(self, authenticator: Authenticator, store: MessageStore) -> None:
+        self.authenticator = authenticator
+        self.store = store
+
+    def authenticate(self, client_ip: str, credentials: Credentials) -> str:
+        outcome = self.authenticator.authenticate(credentials.username, credentials.password,
+                                                  client_ip)
+        if not outcome.ok or not outcome.user:
+            raise LoginRefused(blocked=outcome.blocked)
+        return outcome.user
+
+    def open_maildrop(self, user: str) -> Maildrop:
+        try:
+            return self.store.open_maildrop(user)
+        except MailboxBusy as exc:
+            raise MailboxInUse(user) from exc

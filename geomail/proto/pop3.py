@@ -1,0 +1,442 @@
+"""The POP3 server session (RFC 1939, CAPA RFC 2449, STLS RFC 2595, AUTH RFC 5034) as a sans-IO
+state machine.
+
+| command            | AUTHORIZATION           | TRANSACTION              |
+|--------------------|-------------------------|--------------------------|
+| CAPA, QUIT         | ok                      | ok (QUIT enters UPDATE)  |
+| USER, PASS, AUTH   | ok (when login allowed) | -ERR                     |
+| STLS               | ok (once, before login) | -ERR                     |
+| STAT LIST RETR DELE NOOP RSET TOP UIDL | -ERR | ok                      |
+
+Message content is not read here: RETR and TOP emit ``SendMessage`` and the connection shell
+streams it from the maildrop. Deletions are only marks until QUIT (UPDATE state, RFC 1939 6).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from geomail.proto.lines import LineBuffer, LineFault
+from geomail.proto.reply import Close, StartTLS
+from geomail.proto.sasl import MAX_RESPONSE, Credentials, SASLError, SASLExchange, encode_challenge
+
+MAX_COMMAND = 255  # RFC 2449 4: a command line is at most 255 octets
+MAX_AUTH_FAILURES_PER_CONNECTION = 3
+IMPLEMENTATION = "geomail"
+
+
+class State(enum.Enum):
+    """RFC 1939 3: the session's states (UPDATE is passed through on QUIT)."""
+
+    AUTHORIZATION = "authorization"
+    TRANSACTION = "transaction"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Output: bytes to send (one or more complete response lines)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Output: after ``header``, stream message ``index`` (0-based), all of it or, for TOP,
+    its header and the first ``body_lines`` lines, dot-stuffed and ending in ``.``."""
+
+    header: bytes
+    index: int
+    body_lines: int | None = None
+
+
+Output = Send | SendMessage | StartTLS | Close
+
+
+class MessageInfo(Protocol):
+    uid: str
+    size: int
+
+
+class Maildrop(Protocol):
+    """The locked mailbox of a logged-in session (see ``store.base.Maildrop``)."""
+
+    messages: Iterable[MessageInfo]
+
+    def commit(self, deleted: set[int], retrieved: set[int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MailboxInUse(Exception):
+    """Raised by ``POP3Handler.open_maildrop`` when another session holds the lock."""
+
+
+class LoginRefused(Exception):
+    """Raised by ``POP3Handler.authenticate``; ``blocked`` when the client is throttled."""
+
+    def __init__(self, blocked: bool = False) -> None:
+        super().__init__("blocked" if blocked else "invalid credentials")
+        self.blocked = blocked
+
+
+class POP3Handler(Protocol):
+    """Policy hooks; they run in the connection's greenlet and may block cooperatively."""
+
+    def authenticate(self, client_ip: str, credentials: Credentials) -> str:
+        """The canonical user, or raise LoginRefused."""
+
+    def open_maildrop(self, user: str) -> Maildrop:
+        """Lock and snapshot the user's mailbox, or raise MailboxInUse."""
+
+
+@dataclass(frozen=True, slots=True)
+class POP3Settings:
+    """The per-listener knobs of a session."""
+
+    tls_available: bool = False  # offer STLS until TLS is active
+    allow_plaintext_auth: bool = False
+    max_bad_commands: int = 10
+
+
+def _ok(text: str = "") -> bytes:
+    return f"+OK {text}\r\n".encode() if text else b"+OK\r\n"
+
+
+def _err(text: str) -> bytes:
+    return f"-ERR {text}\r\n".encode()
+
+
+class POP3Session:
+    """One POP3 conversation: ``feed(bytes)`` returns the outputs to carry out, in order."""
+
+    def __init__(self, handler: POP3Handler, client_ip: str, settings: POP3Settings,
+                 tls_active: bool = False) -> None:
+        self.handler = handler
+        self.client_ip = client_ip
+        self.settings = settings
+        self.tls_active = tls_active
+        self.state = State.AUTHORIZATION
+        self.user: str | None = None
+        self.maildrop: Maildrop | None = None
+        self._messages: list[MessageInfo] = []
+        self._deleted: set[int] = set()
+        self._retrieved: set[int] = set()
+        self._lines = LineBuffer(MAX_RESPONSE + 2)
+        self._username: str | None = None  # from USER, waiting for PASS
+        self._sasl: SASLExchange | None = None
+        self._bad_commands = 0
+        self._auth_failures = 0
+        self._starttls = False
+        self.commit_error: Exception | None = None
+
+    def greeting(self) -> bytes:
+        """RFC 1939 4; no APOP timestamp, since APOP is not offered."""
+        return _ok(f"{IMPLEMENTATION} POP3 server ready")
+
+    def feed(self, data: bytes) -> list[Output]:
+        """Take received bytes (``b""`` at end of stream); return what to send and do."""
+        if self.state is State.CLOSED:
+            return []
+        if not data:
+            self.abort()
+            return [Close()]
+        self._lines.feed(data)
+        out: list[Output] = []
+        while self.state is not State.CLOSED:
+            line = self._lines.next_line()
+            if line is None:
+                break
+            self._handle_line(line, out)
+            if self._starttls:
+                self._starttls = False
+                if len(self._lines):  # RFC 2595 / CVE-2011-0411: no plaintext after STLS
+                    out[-1] = Send(_err("Commands pipelined after STLS"))
+                    self._close(out)
+                else:
+                    out.append(StartTLS())
+                break
+        return out
+
+    def tls_started(self) -> None:
+        """STLS completed: start over in AUTHORIZATION (RFC 2595 4)."""
+        self.tls_active = True
+        self._username = None
+
+    def abort(self) -> None:
+        """The connection is going away without QUIT: release the lock, delete nothing."""
+        if self.maildrop is not None:
+            self.maildrop.close()
+            self.maildrop = None
+        self.state = State.CLOSED
+
+    # ---- dispatch ---------------------------------------------------------------------------
+
+    def _handle_line(self, line: bytes | LineFault, out: list[Output]) -> None:
+        if isinstance(line, LineFault):
+            self._sasl = None
+            self._error("Line too long" if line is LineFault.TOO_LONG else
+                        "Lines must end in CRLF", out)
+            return
+        text = line.decode("utf-8", "replace")
+        if self._sasl is not None:
+            out.append(Send(self._auth_result(self._sasl.step(text))))
+            self._close_if_done(out)
+            return
+        if len(line) + 2 > MAX_COMMAND and not text[:5].upper().startswith(("AUTH ", "PASS ")):
+            self._error("Line too long", out)
+            return
+        verb, _, arg = text.partition(" ")
+        command = COMMANDS.get(verb.upper())
+        if command is None:
+            self._error("Unknown command", out)
+            return
+        allowed = AUTHORIZATION_COMMANDS if self.state is State.AUTHORIZATION \
+            else TRANSACTION_COMMANDS
+        if verb.upper() not in allowed:
+            self._error("Command not valid in this state", out)
+            return
+        result = command(self, arg)
+        out.extend([Send(result)] if isinstance(result, bytes) else result)
+        self._close_if_done(out)
+
+    def _close_if_done(self, out: list[Output]) -> None:
+        if self.state is State.CLOSED and not (out and isinstance(out[-1], Close)):
+            out.append(Close())
+
+    def _error(self, text: str, out: list[Output]) -> None:
+        out.append(Send(_err(text)))
+        self._bad_commands += 1
+        if self._bad_commands >= self.settings.max_bad_commands:
+            out.append(Send(_err("Too many errors, closing connection")))
+            self._close(out)
+
+    def _close(self, out: list[Output]) -> None:
+        self.abort()
+        out.append(Close())
+
+    @property
+    def _login_allowed(self) -> bool:
+        return self.tls_active or self.settings.allow_plaintext_auth
+
+    # ---- AUTHORIZATION ----------------------------------------------------------------------
+
+    def cmd_CAPA(self, arg: str) -> bytes:
+        """RFC 2449 5."""
+        caps = ["CAPA", "TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self.state is State.AUTHORIZATION and self._login_allowed:
+            caps += ["USER", "SASL PLAIN"]
+        if self.state is State.AUTHORIZATION and self.settings.tls_available \
+                and not self.tls_active:
+            caps.append("STLS")
+        caps.append(f"IMPLEMENTATION {IMPLEMENTATION}")
+        return _ok("Capability list follows") + "".join(f"{c}\r\n" for c in caps).encode() \
+            + b".\r\n"
+
+    def cmd_STLS(self, arg: str) -> bytes:
+        """RFC 2595 4."""
+        if not self.settings.tls_available:
+            return _err("STLS not available")
+        if self.tls_active:
+            return _err("TLS already active")
+        self._starttls = True
+        return _ok("Begin TLS negotiation")
+
+    def cmd_USER(self, arg: str) -> bytes:
+        """RFC 1939 7."""
+        if not self._login_allowed:
+            return _err("[AUTH] Plaintext login is disabled; use STLS first")
+        if not arg.strip():
+            return _err("USER needs a name")
+        self._username = arg.strip()
+        return _ok("Send PASS")
+
+    def cmd_PASS(self, arg: str) -> bytes:
+        """RFC 1939 7: the password is the rest of the line, spaces included."""
+        if not self._login_allowed:
+            return _err("[AUTH] Plaintext login is disabled; use STLS first")
+        if self._username is None:
+            return _err("USER first")
+        username, self._username = self._username, None
+        return self._login(Credentials(username, arg))
+
+    def cmd_AUTH(self, arg: str) -> bytes:
+        """RFC 5034 4 (SASL PLAIN, optionally with an initial response)."""
+        if not self._login_allowed:
+            return _err("[AUTH] Plaintext login is disabled; use STLS first")
+        mechanism, _, initial = arg.strip().partition(" ")
+        if not mechanism:
+            return _ok("Mechanisms follow") + b"PLAIN\r\n.\r\n"
+        if mechanism.upper() != "PLAIN":
+            return _err("Unrecognized authentication mechanism")
+        self._sasl = SASLExchange("PLAIN")
+        return self._auth_result(self._sasl.start(initial or None))
+
+    def _auth_result(self, result: str | Credentials | SASLError) -> bytes:
+        if isinstance(result, str):
+            return f"+ {encode_challenge(result)}\r\n".encode()
+        self._sasl = None
+        if result is SASLError.CANCELLED:
+            return _err("Authentication cancelled")
+        if isinstance(result, SASLError):
+            return _err("Malformed authentication data")
+        return self._login(result)
+
+    def _login(self, credentials: Credentials) -> bytes:
+        try:
+            user = self.handler.authenticate(self.client_ip, credentials)
+        except LoginRefused as refused:
+            self._auth_failures += 1
+            if refused.blocked or self._auth_failures >= MAX_AUTH_FAILURES_PER_CONNECTION:
+                self.abort()
+                return _err("[SYS/TEMP] Too many failed logins, try again later")
+            return _err("[AUTH] Invalid username or password")
+        try:
+            self.maildrop = self.handler.open_maildrop(user)
+        except MailboxInUse:
+            return _err("[IN-USE] Mailbox is open in another session")
+        self.user = user
+        self._messages = list(self.maildrop.messages)
+        self.state = State.TRANSACTION
+        count, size = self._totals()
+        return _ok(f"Logged in, {count} messages ({size} octets)")
+
+    def cmd_APOP(self, arg: str) -> bytes:
+        """RFC 1939 7: APOP needs the plain-text password on the server; not offered."""
+        return _err("APOP is not supported")
+
+    def cmd_QUIT(self, arg: str) -> bytes:
+        """RFC 1939 5 (AUTHORIZATION) and 6 (UPDATE): deletions take effect only here."""
+        if self.maildrop is None:
+            self.state = State.CLOSED
+            return _ok("Bye")
+        try:
+            self.maildrop.commit(set(self._deleted), set(self._retrieved))
+            reply = _ok(f"Bye, {len(self._deleted)} messages deleted")
+        except Exception as exc:  # reported by the shell; the client only learns it failed
+            self.commit_error = exc
+            reply = _err("[SYS/TEMP] Some deleted messages were not removed")
+        self.abort()
+        return reply
+
+    # ---- TRANSACTION ------------------------------------------------------------------------
+
+    def _totals(self) -> tuple[int, int]:
+        live = [m.size for i, m in enumerate(self._messages) if i not in self._deleted]
+        return len(live), sum(live)
+
+    def _message(self, arg: str) -> int | bytes:
+        """The 0-based index named by ``arg``, or the -ERR to send."""
+        text = arg.strip()
+        if not text.isdigit() or len(text) > 9:
+            return _err("Invalid message number")
+        index = int(text) - 1
+        if not 0 <= index < len(self._messages):
+            return _err("No such message")
+        if index in self._deleted:
+            return _err(f"Message {index + 1} is deleted")
+        return index
+
+    def cmd_STAT(self, arg: str) -> bytes:
+        """RFC 1939 5."""
+        count, size = self._totals()
+        return _ok(f"{count} {size}")
+
+    def cmd_LIST(self, arg: str) -> bytes:
+        """RFC 1939 5: sizes are exact octet counts as RETR sends them (before stuffing)."""
+        return self._listing(arg, lambda i: str(self._messages[i].size))
+
+    def cmd_UIDL(self, arg: str) -> bytes:
+        """RFC 1939 7: unique, persistent ids."""
+        return self._listing(arg, lambda i: self._messages[i].uid)
+
+    def _listing(self, arg: str, value: Callable[[int], str]) -> bytes:
+        if arg.strip():
+            index = self._message(arg)
+            if isinstance(index, bytes):
+                return index
+            return _ok(f"{index + 1} {value(index)}")
+        count, size = self._totals()
+        lines = [f"{i + 1} {value(i)}\r\n" for i in range(len(self._messages))
+                 if i not in self._deleted]
+        return _ok(f"{count} messages ({size} octets)") + "".join(lines).encode() + b".\r\n"
+
+    def cmd_RETR(self, arg: str) -> bytes | list[Output]:
+        """RFC 1939 5."""
+        index = self._message(arg)
+        if isinstance(index, bytes):
+            return index
+        self._retrieved.add(index)
+        return [SendMessage(_ok(f"{self._messages[index].size} octets"), index)]
+
+    def cmd_TOP(self, arg: str) -> bytes | list[Output]:
+        """RFC 1939 7: the header, a blank line and the first n lines of the body."""
+        parts = arg.split()
+        if len(parts) != 2 or not parts[1].isdigit() or len(parts[1]) > 9:
+            return _err("Usage: TOP message lines")
+        index = self._message(parts[0])
+        if isinstance(index, bytes):
+            return index
+        return [SendMessage(_ok("Top of message follows"), index, int(parts[1]))]
+
+    def cmd_DELE(self, arg: str) -> bytes:
+        """RFC 1939 5: marked now, removed at QUIT."""
+        index = self._message(arg)
+        if isinstance(index, bytes):
+            return index
+        self._deleted.add(index)
+        return _ok(f"Message {index + 1} deleted")
+
+    def cmd_NOOP(self, arg: str) -> bytes:
+        """RFC 1939 5."""
+        return _ok()
+
+    def cmd_RSET(self, arg: str) -> bytes:
+        """RFC 1939 5: unmark every deleted message."""
+        self._deleted.clear()
+        count, size = self._totals()
+        return _ok(f"{count} messages ({size} octets)")
+
+
+def top_of_message(chunks: Iterable[bytes], body_lines: int) -> Iterator[bytes]:
+    """The header, the blank line and ``body_lines`` lines of the body (LF line endings)."""
+    header_done = False
+    previous = b"\n"  # a message that starts with a blank line has an empty header
+    left = body_lines
+    for chunk in chunks:
+        if not chunk:
+            continue
+        start = 0
+        if not header_done:
+            end = (previous + chunk).find(b"\n\n")
+            previous = chunk[-1:]
+            if end < 0:
+                yield chunk
+                continue
+            header_done = True
+            start = end + 1  # (end + 2) in previous+chunk is end + 1 in chunk
+            yield chunk[:start]
+        while left and start < len(chunk):
+            newline = chunk.find(b"\n", start)
+            stop = len(chunk) if newline < 0 else newline + 1
+            yield chunk[start:stop]
+            start = stop
+            if newline >= 0:
+                left -= 1
+        if not left:
+            return
+
+
+COMMANDS: dict[str, Callable[[POP3Session, str], bytes | list[Output]]] = {
+    "CAPA": POP3Session.cmd_CAPA, "STLS": POP3Session.cmd_STLS, "USER": POP3Session.cmd_USER,
+    "PASS": POP3Session.cmd_PASS, "AUTH": POP3Session.cmd_AUTH, "APOP": POP3Session.cmd_APOP,
+    "QUIT": POP3Session.cmd_QUIT, "STAT": POP3Session.cmd_STAT, "LIST": POP3Session.cmd_LIST,
+    "UIDL": POP3Session.cmd_UIDL, "RETR": POP3Session.cmd_RETR, "TOP": POP3Session.cmd_TOP,
+    "DELE": POP3Session.cmd_DELE, "NOOP": POP3Session.cmd_NOOP, "RSET": POP3Session.cmd_RSET,
+}
+AUTHORIZATION_COMMANDS = frozenset({"CAPA", "STLS", "USER", "PASS", "AUTH", "APOP", "QUIT"})
+TRANSACTION_COMMANDS = frozenset({"CAPA", "QUIT", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE",
+                                  "NOOP", "RSET"})

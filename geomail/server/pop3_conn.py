@@ -1,0 +1,173 @@
+"""The gevent I/O shell around one POP3Session: reads, buffered writes, message streaming, TLS."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from dataclasses import dataclass
+
+import gevent
+
+from geomail import maillog
+from geomail.config import Limits
+from geomail.proto.dotwriter import DotWriter
+from geomail.proto.pop3 import (
+    POP3Handler,
+    POP3Session,
+    POP3Settings,
+    Send,
+    SendMessage,
+    State,
+    top_of_message,
+)
+from geomail.proto.reply import Close, StartTLS
+from geomail.server.listener import ConnectionTracker, ShuttingDown
+from geomail.server.tls import TLSContextHolder, TLSHandshakeError, wrap_server
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 16384
+FLUSH_AT = 256 * 1024  # send once this much output is buffered (pipelined RETRs)
+BYE_SHUTDOWN = b"-ERR [SYS/TEMP] Server shutting down\r\n"
+BYE_TIMEOUT = b"-ERR Autologout; idle for too long\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class POP3Service:
+    """What every connection of one POP3 listener shares."""
+
+    kind: str  # pop3 or pop3s
+    handler: POP3Handler
+    settings: POP3Settings
+    limits: Limits
+    tracker: ConnectionTracker
+    tls: TLSContextHolder | None = None
+
+    def serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """Listener entry point: one call per accepted connection, in its own greenlet."""
+        POP3Connection(self, sock, address).serve()
+
+
+class POP3Connection:
+    """One client connection: feeds the session and carries out its outputs."""
+
+    __slots__ = ("_greenlet", "_out", "_out_size", "_waiting", "client", "service", "session",
+                 "sock")
+
+    def __init__(self, service: POP3Service, sock: socket.socket,
+                 address: tuple[str, int]) -> None:
+        self.service = service
+        self.sock = sock
+        self.client = address[0]
+        self.session = POP3Session(service.handler, address[0], service.settings,
+                                   tls_active=service.kind == "pop3s")
+        self._greenlet = gevent.getcurrent()
+        self._waiting = False
+        self._out: list[bytes] = []
+        self._out_size = 0
+
+    @property
+    def idle(self) -> bool:
+        # A POP3 session can always be cut: without QUIT nothing is deleted (RFC 1939 6).
+        return self._waiting
+
+    def interrupt(self) -> None:
+        gevent.kill(self._greenlet, ShuttingDown, block=False)
+
+    def serve(self) -> None:
+        service = self.service
+        reason = "quit"
+        service.tracker.register(self)
+        session_id = secrets.token_hex(5)
+        maillog.connect(session_id, service.kind, self.client)
+        try:
+            if service.kind == "pop3s":
+                self._start_tls()
+            self.sock.sendall(self.session.greeting())
+            reason = self._converse()
+        except ShuttingDown:
+            reason = "shutdown"
+            self._send_quietly(BYE_SHUTDOWN)
+        except TLSHandshakeError as exc:
+            reason = f"tls-failed ({exc.reason})"
+        except OSError as exc:
+            reason = f"error ({exc.strerror or type(exc).__name__})"
+        finally:
+            service.tracker.unregister(self)
+            self.session.abort()
+            self.sock.close()
+            maillog.disconnect(session_id, self.client, reason)
+
+    def _converse(self) -> str:
+        session, tracker = self.session, self.service.tracker
+        self.sock.settimeout(self.service.limits.pop3_timeout)
+        while True:
+            self._waiting = True
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except TimeoutError:
+                self._send_quietly(BYE_TIMEOUT)
+                return "timeout"
+            finally:
+                self._waiting = False
+            for output in session.feed(data):
+                if isinstance(output, Send):
+                    self._queue(output.data)
+                elif isinstance(output, SendMessage):
+                    self._stream(output)
+                elif isinstance(output, StartTLS):
+                    self._flush()
+                    self._start_tls()
+                    session.tls_started()
+                elif isinstance(output, Close):
+                    self._flush()
+                    if session.commit_error is not None:
+                        log.error("pop3-commit-failed user=%s error=%s", session.user,
+                                  session.commit_error)
+                    return "quit" if data else "eof"
+            self._flush()
+            if tracker.draining and session.state is not State.CLOSED:
+                self._send_quietly(BYE_SHUTDOWN)
+                return "shutdown"
+
+    def _stream(self, output: SendMessage) -> None:
+        """RETR/TOP: the +OK line, then the message dot-stuffed with CRLF, then ``.``."""
+        maildrop = self.session.maildrop
+        assert maildrop is not None
+        self._queue(output.header)
+        writer = DotWriter()
+        chunks = maildrop.read(output.index)  # type: ignore[attr-defined]
+        if output.body_lines is not None:
+            chunks = top_of_message(chunks, output.body_lines)
+        for chunk in chunks:
+            self._queue(writer.feed(chunk))
+        self._queue(writer.finish())
+
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._out_size = 0
+            self.sock.sendall(data)
+
+    def _start_tls(self) -> None:
+        holder = self.service.tls
+        if holder is None:
+            raise TLSHandshakeError("no certificate configured")
+        limits = self.service.limits
+        self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
+        self.sock.settimeout(self.service.limits.pop3_timeout)
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self._flush()
+            self.sock.sendall(data)
+        except OSError:
+            pass
