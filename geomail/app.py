@@ -10,7 +10,7 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 
-from geomail import maillog
+from geomail import maillog, metrics, system
 from geomail.access import MailAccess
 from geomail.auth import Authenticator
 from geomail.config import Config, ListenerConfig, load_config
@@ -20,6 +20,7 @@ from geomail.proto import reply as R
 from geomail.proto.pop3 import POP3Settings
 from geomail.proto.smtp import SMTPSettings
 from geomail.routing import Router
+from geomail.server.http import HealthServer
 from geomail.server.listener import ConnectionTracker, Listener
 from geomail.server.pop3_conn import POP3Service
 from geomail.server.smtp_conn import SMTPService
@@ -63,6 +64,10 @@ class App:
         self.mail_access = MailAccess(self.authenticator, self.store)
         self.listeners = [self._listener(lst) for lst in config.listeners
                           if lst.kind in SMTP_KINDS + POP3_KINDS]
+        self.http = [HealthServer(lst, self.problems, metrics.render)
+                     for lst in config.listeners if lst.kind == "http"]
+        metrics.reset()
+        metrics.add_gauges(self._gauges)
         self._stopped = Event()
 
     def _listener(self, config: ListenerConfig) -> Listener:
@@ -91,8 +96,9 @@ class App:
     # ---- life cycle ------------------------------------------------------------------------
 
     def bind(self) -> None:
-        """Open every listening socket (fails early, e.g. on a port in use)."""
-        for listener in self.listeners:
+        """Open every listening socket (as root, for ports below 1024; fails early when a port
+        is in use)."""
+        for listener in [*self.listeners, *self.http]:
             try:
                 listener.bind()
             except OSError as exc:
@@ -102,14 +108,14 @@ class App:
     def start(self) -> None:
         """Prepare the data directory, then accept connections."""
         gevent.get_hub().threadpool.maxsize = IO_THREADS
-        for path in (self.config.data_dir, os.path.join(self.config.data_dir, "spool")):
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        for listener in self.listeners:
+        os.makedirs(os.path.join(self.config.data_dir, "spool"), mode=0o700, exist_ok=True)
+        for listener in [*self.listeners, *self.http]:
             listener.start()
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new connections, let transactions finish, then close the rest."""
         grace = self.config.limits.shutdown_grace if grace is None else grace
+        system.sd_notify("STOPPING=1")
         for listener in self.listeners:
             listener.stop()
         self.tracker.interrupt_idle()
@@ -117,6 +123,8 @@ class App:
             log.warning("shutdown grace expired open=%d", self.tracker.total)
             self.tracker.interrupt_all()
             self.pool.join(timeout=5)
+        for server in self.http:
+            server.stop()
         self._stopped.set()
 
     def reload(self) -> None:
@@ -144,17 +152,30 @@ class App:
         gevent.signal_handler(signal.SIGTERM, on_term)
         gevent.signal_handler(signal.SIGINT, on_term)
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        os.umask(0o077)
         self.bind()
+        system.prepare_data_dir(self.config.data_dir, self.config.user)
+        system.drop_privileges(self.config.user)
         self.start()
         log.info("started pid=%d", os.getpid())
+        system.sd_notify("READY=1")
         self._stopped.wait()
         log.info("stopped")
+
+    def problems(self) -> list[str]:
+        """What is wrong right now (for /healthz): dead listeners, a dead queue."""
+        return [f"listener {lst.config.kind} {lst.address} is not accepting"
+                for lst in self.listeners if not lst.alive]
+
+    def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
+        return [("geomail_connections_open", (("service", lst.config.kind),), lst.open)
+                for lst in self.listeners]
 
     @property
     def ports(self) -> dict[str, list[int]]:
         """Bound ports per listener kind (for tests that listen on port 0)."""
         found: dict[str, list[int]] = {}
-        for listener in self.listeners:
+        for listener in [*self.listeners, *self.http]:
             found.setdefault(listener.config.kind, []).append(listener.port)
         return found
 

@@ -20,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
+from geomail import metrics
 from geomail.config import Limits
 from geomail.safeio import run_blocking
 from geomail.userdb import UserDB
@@ -273,6 +274,7 @@ def _log_value(text: str, limit: int = 100) -> str:
 def _log_failure(client_ip: str, username: str, reason: str) -> None:
     # One line per failure for fail2ban (conf/fail2ban/filter.d/geomail.conf); client first,
     # so nothing a client sends comes before the part the filter matches.
+    metrics.inc("geomail_auth_failures_total")
     log.warning("auth-failed client=%s user=%s reason=%s", _log_value(client_ip, 64),
                 _log_value(username), reason)
 

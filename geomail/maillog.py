@@ -1,13 +1,15 @@
 """The operator's mail log: one function per event, each a stable ``key=value`` line.
 
 Events: listening, connect, disconnect, refused, rejected, accepted, delivered, deferred, bounced,
-expired. docs/logging.md lists their fields; tests assert on them.
+tls-failed. docs/logging.md lists their fields; tests assert on them. Each also counts in
+``metrics``.
 """
 
 from __future__ import annotations
 
 import logging
 
+from geomail import metrics
 from geomail.log import event
 
 log = logging.getLogger("geomail.mail")
@@ -18,6 +20,7 @@ def listening(kind: str, address: str) -> None:
 
 
 def connect(session: str, service: str, client: str) -> None:
+    metrics.inc("geomail_connections_total", service=service)
     event(log, logging.INFO, "connect", session=session, service=service, client=client)
 
 
@@ -28,37 +31,54 @@ def disconnect(session: str, client: str, reason: str = "quit",
 
 
 def refused(service: str, client: str, reason: str) -> None:
-    """A connection turned away before any session (limits, TLS failure)."""
+    """A connection turned away before any session (limits, shutdown)."""
+    metrics.inc("geomail_connections_refused_total", service=service, reason=reason)
     event(log, logging.WARNING, "refused", service=service, client=client, reason=reason)
 
 
 def rejected(session: str, client: str, stage: str, reply: str, sender: str | None = None,
              recipient: str | None = None) -> None:
     """A command refused for policy (unknown user, relay, size...), not a syntax error."""
+    metrics.inc("geomail_messages_rejected_total", stage=stage)
     event(log, logging.INFO, "rejected", session=session, client=client, stage=stage,
           from_=_path(sender), to=_path(recipient), reply=reply)
 
 
 def accepted(msgid: str, session: str, client: str, sender: str, recipients: list[str],
              size: int, route: str, user: str | None = None) -> None:
+    metrics.inc("geomail_messages_accepted_total", route=route)
     event(log, logging.INFO, "accepted", id=msgid, session=session, client=client,
           from_=_path(sender), to=",".join(recipients), size=size, route=route, user=user)
 
 
 def delivered(msgid: str, recipient: str, relay: str, reply: str = "", attempts: int = 1,
               tls: str | None = None) -> None:
+    metrics.inc("geomail_deliveries_total", result="delivered")
     event(log, logging.INFO, "delivered", id=msgid, to=recipient, relay=relay,
           attempts=attempts, tls=tls, reply=reply)
 
 
 def deferred(msgid: str, recipient: str, reason: str, attempts: int, next_attempt: str) -> None:
+    metrics.inc("geomail_deliveries_total", result="deferred")
     event(log, logging.WARNING, "deferred", id=msgid, to=recipient, attempts=attempts,
           next=next_attempt, reason=reason)
 
 
 def bounced(msgid: str, recipient: str, reason: str, dsn_to: str | None) -> None:
+    metrics.inc("geomail_deliveries_total", result="bounced")
     event(log, logging.WARNING, "bounced", id=msgid, to=recipient, reason=reason,
           dsn_to=_path(dsn_to) if dsn_to is not None else "none")
+
+
+def tls_failed(service: str, client: str, reason: str) -> None:
+    """A server-side TLS handshake failed (plaintext on 465/995, old clients, timeouts)."""
+    metrics.inc("geomail_tls_handshakes_total", result="failed")
+    event(log, logging.INFO, "tls-failed", service=service, client=client, reason=reason)
+
+
+def tls_ok(service: str) -> None:
+    """A server-side TLS handshake completed (counted, not logged: the connect line suffices)."""
+    metrics.inc("geomail_tls_handshakes_total", result="ok")
 
 
 def _path(address: str | None) -> str | None:

@@ -106,7 +106,7 @@ class Listener:
         self._refusals = refusals
         self._pool = pool
         self._server: StreamServer | None = None
-        self.connections = 0  # accepted on this listener since start (metrics)
+        self.open = 0  # connections open on this listener now (metrics)
 
     def bind(self) -> None:
         """Open the listening socket (as root, before privileges are dropped).
@@ -151,7 +151,7 @@ class Listener:
             with contextlib.suppress(OSError):
                 sock.sendall(self._refusals.get(reason, b""))
             return
-        self.connections += 1
+        self.open += 1
         try:
             self._serve(sock, (ip, address[1]))
         except gevent.GreenletExit:
@@ -163,6 +163,7 @@ class Listener:
         except Exception:
             log.exception("bug in connection service=%s client=%s", self.config.kind, ip)
         finally:
+            self.open -= 1
             self._tracker.release(ip)
 
 

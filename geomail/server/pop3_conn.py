@@ -91,6 +91,7 @@ class POP3Connection:
             self._send_quietly(BYE_SHUTDOWN)
         except TLSHandshakeError as exc:
             reason = f"tls-failed ({exc.reason})"
+            maillog.tls_failed(service.kind, self.client, exc.reason)
         except OSError as exc:
             reason = f"error ({exc.strerror or type(exc).__name__})"
         finally:
@@ -163,6 +164,7 @@ class POP3Connection:
             raise TLSHandshakeError("no certificate configured")
         limits = self.service.limits
         self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
+        maillog.tls_ok(self.service.kind)
         self.sock.settimeout(self.service.limits.pop3_timeout)
 
     def _send_quietly(self, data: bytes) -> None:

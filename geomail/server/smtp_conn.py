@@ -79,6 +79,7 @@ class SMTPConnection:
             self._send_quietly(R.R421_SHUTTING_DOWN.wire)
         except TLSHandshakeError as exc:
             reason = f"tls-failed ({exc.reason})"
+            maillog.tls_failed(service.kind, info.peer_ip, exc.reason)
         except OSError as exc:
             reason = f"error ({exc.strerror or type(exc).__name__})"
         finally:
@@ -131,6 +132,7 @@ class SMTPConnection:
             raise TLSHandshakeError("no certificate configured")
         limits = self.service.limits
         self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
+        maillog.tls_ok(self.service.kind)
         self.session.info.tls = tls_description(self.sock)  # type: ignore[arg-type]
 
     def _send(self, data: bytes) -> None:
