@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,6 +59,13 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return passwd_command()
 
 
+def cmd_sendmail(args: argparse.Namespace) -> int:
+    """sendmail(1): the message on stdin goes to the running server."""
+    from geomail import sendmail
+
+    return sendmail.main(args.sendmail_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geomail", description="A small mail server.")
     parser.add_argument("--version", action="version", version=f"geomail {__version__}")
@@ -75,11 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--debug", action="store_true", help="log protocol transcripts")
     command("check", cmd_check, "validate the configuration file")
     command("passwd", cmd_passwd, "hash a password for users.<address>.password", config=False)
+    mail = command("sendmail", cmd_sendmail, "sendmail(1): send the message on stdin "
+                   "(-t, -f SENDER, -i, -c FILE, recipients)", config=False)
+    mail.add_argument("sendmail_args", nargs=argparse.REMAINDER, help="sendmail options")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; config problems print one per line, exit 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.path.basename(sys.argv[0]) in ("sendmail", "mailq", "newaliases") or \
+            (argv[:1] == ["sendmail"]):
+        # Called as /usr/sbin/sendmail (a symlink), or `geomail sendmail`: sendmail's own
+        # option syntax (-oi, -f addr), which argparse cannot take.
+        from geomail import sendmail
+
+        return sendmail.main(argv[1:] if argv[:1] == ["sendmail"] else argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

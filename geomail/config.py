@@ -1,4 +1,4 @@
-"""The YAML configuration: parsed once into frozen, typed objects; every fault names its key path."""
+"""The YAML configuration: parsed once into frozen, typed objects; faults name their key path."""
 
 from __future__ import annotations
 
@@ -126,6 +126,14 @@ class DKIMConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SendmailConfig:
+    """The account ``geomail sendmail`` logs in with (else it relies on relay.allow_networks)."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Log level and format of the lines on stderr."""
 
@@ -160,6 +168,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     log: LogConfig = field(default_factory=LogConfig)
     http_allow_remote: bool = False
+    sendmail: SendmailConfig | None = None
     source: str = ""  # the file it came from, for messages
 
     @property
@@ -183,7 +192,8 @@ _SIZE_UNITS = {
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|)\s*$")
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$")
+_LABEL_RE = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+_DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL_RE}(\.{_LABEL_RE})*$")
 
 
 def parse_size(value: object) -> int:
@@ -233,7 +243,7 @@ def parse_hostport(value: object, default_port: int | None = None) -> tuple[str,
         if default_port is None:
             raise ValueError(f"{value!r} has no port; write 'host:port'")
         return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"{value!r} is not a valid port")
     return host, int(port_text)
 
@@ -691,6 +701,16 @@ def parse_config(raw: object, source: str = "") -> Config:
     )
     log_sec.finish()
     http_allow_remote = top.get("http_allow_remote", _bool, False)
+    sendmail = None
+    if top.has("sendmail"):
+        sec = top.section("sendmail")
+        username, password = sec.get("username", _str, ""), sec.get("password", _str, "")
+        sec.finish()
+        if username and password:
+            sendmail = SendmailConfig(username, password)
+        else:
+            sec.problem(None, "needs both 'username' and 'password'")
+    top.seen.add("sendmail")
     top.finish()
 
     if tls is None:
@@ -698,12 +718,12 @@ def parse_config(raw: object, source: str = "") -> Config:
             if lst.implicit_tls:
                 problems.append(f"listen.{lst.kind}: {lst.address} needs a 'tls' certificate")
     for lst in listeners:
-        if lst.kind == "http" and not http_allow_remote:
-            if not ipaddress.ip_address(lst.host).is_loopback:
-                problems.append(
-                    f"listen.http: {lst.address} is not a loopback address; "
-                    "set 'http_allow_remote: true' to expose health and metrics"
-                )
+        remote = not ipaddress.ip_address(lst.host).is_loopback
+        if lst.kind == "http" and remote and not http_allow_remote:
+            problems.append(
+                f"listen.http: {lst.address} is not a loopback address; "
+                "set 'http_allow_remote: true' to expose health and metrics"
+            )
     if not any(lst.kind != "http" for lst in listeners):
         problems.append("listen: no smtp, submission or pop3 listener configured")
     seen_addresses: dict[tuple[str, int], str] = {}
@@ -720,7 +740,7 @@ def parse_config(raw: object, source: str = "") -> Config:
         hostname=hostname, domains=domain_tuple, data_dir=data_dir, store=store, user=user,
         users=users, aliases=aliases, suffix_separator=separator, listeners=listeners, tls=tls,
         relay=relay, dkim=dkim, limits=limits, log=log, http_allow_remote=http_allow_remote,
-        source=source,
+        sendmail=sendmail, source=source,
     )
 
 
@@ -740,7 +760,7 @@ def load_config(path: str) -> Config:
 
 
 def check_files(config: Config) -> list[str]:
-    """Problems with the files the config names (certificate, key, DKIM keys): unreadable or absent."""
+    """Problems with the files the config names (certificate, key, DKIM keys)."""
     problems = []
     wanted: list[tuple[str, str]] = []
     if config.tls:

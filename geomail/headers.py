@@ -8,6 +8,9 @@ import time
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
 _UNSAFE_COMMENT = re.compile(r"[^\x20-\x7e]")
+# A recipient may be UTF-8 (accepted only with SMTPUTF8, whose Received fields may carry it:
+# RFC 6531 3.7.3); controls, spaces and Unicode line or paragraph separators are still replaced.
+_UNSAFE_ADDRESS = re.compile(r"[^\x21-\x7e\u00a1-\u2027\u202a-\ud7ff\ue000-\U0010ffff]")
 
 
 def _clean(text: str, limit: int = 100) -> str:
@@ -24,7 +27,8 @@ def received(*, helo: str | None, client_ip: str, hostname: str, protocol: str, 
     lines.append(f"\tby {hostname} (geomail) with {protocol} id {msgid}")
     date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
     if recipient is not None:
-        lines.append(f"\tfor <{_clean(recipient, 300)}>; {date}")
+        address = _UNSAFE_ADDRESS.sub("?", recipient)[:300] or "unknown"
+        lines.append(f"\tfor <{address}>; {date}")
     else:
         lines[-1] += f";\n\t{date}"
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -61,6 +61,8 @@ class Router:
         remote: dict[str, None] = {}
         if not self._expand(canonical, mailboxes, remote, 0, set()):
             return None
+        if not mailboxes and not remote:  # an alias chain too deep: refuse, never drop mail
+            return None
         return Resolution(tuple(mailboxes), tuple(remote))
 
     def _expand(self, address: str, mailboxes: dict[str, None], remote: dict[str, None],
