@@ -502,7 +502,9 @@ def _parse_relay(sec: _Section) -> RelayConfig:
     nameservers: list[tuple[str, int]] = []
     for path, item in _list(sec, "nameservers"):
         try:
-            host, port = parse_hostport(item, 53)
+            bare_ipv6 = isinstance(item, str) and ":" in item and "[" not in item \
+                and item.count(":") > 1
+            host, port = (item, 53) if bare_ipv6 else parse_hostport(item, 53)
             ipaddress.ip_address(host)
             nameservers.append((host, port))
         except ValueError:
@@ -744,11 +746,25 @@ def parse_config(raw: object, source: str = "") -> Config:
     )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str) -> Config:
     """Read and parse the YAML file at ``path``."""
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
+            raw = yaml.load(handle, Loader=_StrictLoader)  # a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

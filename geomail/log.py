@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -11,12 +12,20 @@ from typing import Any
 EVENT_FIELDS = "geomail_fields"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape_control(text: str) -> str:
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
+        m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def render_value(value: object) -> str:
-    """A value as it appears after ``key=``: quoted when it has spaces, quotes or is empty."""
+    """A value as it appears after ``key=``: quoted when it has spaces, quotes or is empty;
+    control characters escaped, so no value can start a fake log line."""
     text = str(value)
-    if text == "" or any(c in text for c in ' "=\t\n\r\\'):
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    if text == "" or any(c in text for c in ' "=\\') or _CONTROL.search(text):
+        escaped = _escape_control(text.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
     return text
 
@@ -41,8 +50,8 @@ class KeyValueFormatter(logging.Formatter):
         if fields is not None:
             text = " ".join([record.getMessage()] +
                             [f"{k}={render_value(v)}" for k, v in fields.items()])
-        else:  # plain records are written as key=value text by convention
-            text = record.getMessage()
+        else:  # plain records are key=value text by convention; keep them on one line
+            text = _escape_control(record.getMessage())
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return f"{_timestamp(record)} {record.levelname} {text}"
@@ -56,8 +65,8 @@ class JSONFormatter(logging.Formatter):
         data: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower()}
         if fields is not None:
             data["event"] = record.getMessage()
-            data.update({k: v if isinstance(v, int | float | bool) else str(v)
-                         for k, v in fields.items()})
+            for key, val in fields.items():
+                data.setdefault(key, val if isinstance(val, int | float | bool) else str(val))
         else:
             data["msg"] = record.getMessage()
             data["logger"] = record.name

@@ -520,21 +520,22 @@ class SMTPSession:
             return Reply(334, None, encode_challenge(result))
         self._sasl = None
         self.state = self._idle_state()
-        if result is SASLError.CANCELLED:
-            return R.R501_AUTH_CANCELLED
         if isinstance(result, SASLError):
-            return R.R501_BAD_BASE64 if result is SASLError.BAD_BASE64 else \
-                R.R501_SYNTAX.with_text("Malformed authentication data")
+            # Cancelled or garbled exchanges count too, so AUTH/"*" cannot loop forever.
+            return self._auth_failed(_SASL_REFUSALS[result])
         outcome = self.handler.authenticate(self.info, result)
         if isinstance(outcome, str):
             self.info.auth_user = outcome
             return R.R235_AUTH_OK
+        return self._auth_failed(outcome)
+
+    def _auth_failed(self, refusal: Reply) -> Reply:
         self._auth_failures += 1
-        if outcome.code == 421 or self._auth_failures >= MAX_AUTH_FAILURES_PER_CONNECTION:
+        if refusal.code == 421 or self._auth_failures >= MAX_AUTH_FAILURES_PER_CONNECTION:
             self.state = State.CLOSED
-            if outcome.code != 421:
+            if refusal.code != 421:
                 return R.R421_AUTH_BLOCKED
-        return outcome
+        return refusal
 
     # ---- message content ------------------------------------------------------------------
 
@@ -602,6 +603,13 @@ class SMTPSession:
         if reply.code == 250:
             self.accepted += 1
         return reply
+
+
+_SASL_REFUSALS = {
+    SASLError.CANCELLED: R.R501_AUTH_CANCELLED,  # RFC 4954 4
+    SASLError.BAD_BASE64: R.R501_BAD_BASE64,
+    SASLError.MALFORMED: R.R501_SYNTAX.with_text("Malformed authentication data"),
+}
 
 
 def _argument_reply(exc: ArgumentError) -> Reply:

@@ -57,6 +57,8 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
             raise ArgumentError("syntax")
     else:
         path, _, params_text = rest.partition(" ")
+        if not path:  # "MAIL FROM:" with nothing: a broken client, not the null path <>
+            raise ArgumentError("syntax")
     if len(path) > MAX_PATH:
         raise ArgumentError("address")
     params = parse_params(params_text)

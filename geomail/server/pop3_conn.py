@@ -112,7 +112,13 @@ class POP3Connection:
                 return "timeout"
             finally:
                 self._waiting = False
-            for output in session.feed(data):
+            try:
+                outputs = session.feed(data)
+            except Exception:  # a bug: never a traceback to the client
+                log.exception("bug in pop3 session client=%s", self.client)
+                self._send_quietly(b"-ERR [SYS/TEMP] Internal error\r\n")
+                return "internal-error"
+            for output in outputs:
                 if isinstance(output, Send):
                     self._queue(output.data)
                 elif isinstance(output, SendMessage):

@@ -62,7 +62,7 @@ class SMTPConnection:
         return self._waiting and self.session.state in IDLE_STATES
 
     def interrupt(self) -> None:
-        gevent.kill(self._greenlet, ShuttingDown, block=False)
+        gevent.kill(self._greenlet, ShuttingDown)  # asynchronous: never waits
 
     def serve(self) -> None:
         service, info = self.service, self.session.info
@@ -103,7 +103,13 @@ class SMTPConnection:
             finally:
                 self._waiting = False
             pending: list[bytes] = []
-            for output in session.feed(data):
+            try:
+                outputs = session.feed(data)
+            except Exception:  # a bug: never a traceback to the client (DESIGN, errors)
+                log.exception("bug in session session=%s", session.info.session_id)
+                self._send_quietly(R.R451_LOCAL_ERROR.wire)
+                return "internal-error"
+            for output in outputs:
                 if isinstance(output, Reply):
                     pending.append(output.wire)
                     if self._trace_enabled:

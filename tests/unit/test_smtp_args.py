@@ -42,7 +42,8 @@ def test_valid_paths(arg, address, params):
 
 @pytest.mark.parametrize(("arg", "allow_null", "kind"), [
     ("TO:<>", False, "address"),
-    ("TO:", False, "address"),
+    ("TO:", False, "syntax"),  # nothing after the colon: not the null path
+    ("TO:", True, "syntax"),  # even where <> would be allowed
     ("FROM:<a@example.com>", False, "syntax"),  # wrong keyword for RCPT
     ("TO <a@example.com>", False, "syntax"),
     ("TO:<a@example.com", False, "syntax"),
