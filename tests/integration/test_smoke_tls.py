@@ -16,7 +16,8 @@ def test_submission_starttls_auth_delivers(tls_app, client_tls):
         client.ehlo()
         assert "auth" in client.esmtp_features
         client.login("alice@example.com", PASSWORD)
-        refused = client.sendmail("alice@example.com", ["bob@example.com"], b"Subject: hi\r\n\r\nyo\r\n")
+        message = b"Subject: hi\r\n\r\nyo\r\n"
+        refused = client.sendmail("alice@example.com", ["bob@example.com"], message)
         assert refused == {}
     pop = poplib.POP3_SSL("localhost", tls_app.ports["pop3s"][0], context=client_tls)
     pop.user("bob@example.com")
