@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from geomail.errors import MailboxBusy
+import logging
+
+from geomail.errors import MailboxBusy, StoreError
 from geomail.inbound import Authenticator
-from geomail.proto.pop3 import LoginRefused, MailboxInUse
+from geomail.proto.pop3 import LoginRefused, MailboxInUse, MaildropUnavailable
 from geomail.proto.sasl import Credentials
 from geomail.store.base import Maildrop, MessageStore
+
+log = logging.getLogger(__name__)
 
 
 class MailAccess:
@@ -28,3 +32,6 @@ class MailAccess:
             return self.store.open_maildrop(user)
         except MailboxBusy as exc:
             raise MailboxInUse(user) from exc
+        except StoreError as exc:
+            log.error("pop3-open-failed user=%s error=%s", user, exc)
+            raise MaildropUnavailable(user) from exc

@@ -75,6 +75,10 @@ class MailboxInUse(Exception):
     """Raised by ``POP3Handler.open_maildrop`` when another session holds the lock."""
 
 
+class MaildropUnavailable(Exception):
+    """Raised by ``POP3Handler.open_maildrop`` when the mailbox cannot be read (a disk fault)."""
+
+
 class LoginRefused(Exception):
     """Raised by ``POP3Handler.authenticate``; ``blocked`` when the client is throttled."""
 
@@ -90,7 +94,7 @@ class POP3Handler(Protocol):
         """The canonical user, or raise LoginRefused."""
 
     def open_maildrop(self, user: str) -> Maildrop:
-        """Lock and snapshot the user's mailbox, or raise MailboxInUse."""
+        """Lock and snapshot the user's mailbox, or raise MailboxInUse / MaildropUnavailable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,11 @@ class POP3Settings:
     tls_available: bool = False  # offer STLS until TLS is active
     allow_plaintext_auth: bool = False
     max_bad_commands: int = 10
+
+
+def _is_number(text: str) -> bool:
+    """A decimal number of at most 9 ASCII digits (str.isdigit also takes superscripts)."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 def _ok(text: str = "") -> bytes:
@@ -145,6 +154,15 @@ class POP3Session:
             self.abort()
             return [Close()]
         self._lines.feed(data)
+        return self.resume()
+
+    def resume(self) -> list[Output]:
+        """Answer the commands already buffered; ``feed`` calls it, and the shell again after
+        carrying out a ``SendMessage``, until it returns nothing.
+
+        It stops after each ``SendMessage``: the message must be streamed before a pipelined
+        command that follows (QUIT's commit above all) changes the maildrop.
+        """
         out: list[Output] = []
         while self.state is not State.CLOSED:
             line = self._lines.next_line()
@@ -158,6 +176,8 @@ class POP3Session:
                     self._close(out)
                 else:
                     out.append(StartTLS())
+                break
+            if out and isinstance(out[-1], SendMessage):
                 break
         return out
 
@@ -298,6 +318,8 @@ class POP3Session:
             self.maildrop = self.handler.open_maildrop(user)
         except MailboxInUse:
             return _err("[IN-USE] Mailbox is open in another session")
+        except MaildropUnavailable:  # RFC 3206 4: the client may try again later
+            return _err("[SYS/TEMP] Mailbox temporarily unavailable")
         self.user = user
         self._messages = list(self.maildrop.messages)
         self.state = State.TRANSACTION
@@ -331,7 +353,7 @@ class POP3Session:
     def _message(self, arg: str) -> int | bytes:
         """The 0-based index named by ``arg``, or the -ERR to send."""
         text = arg.strip()
-        if not text.isdigit() or len(text) > 9:
+        if not _is_number(text):
             return _err("Invalid message number")
         index = int(text) - 1
         if not 0 <= index < len(self._messages):
@@ -375,7 +397,7 @@ class POP3Session:
     def cmd_TOP(self, arg: str) -> bytes | list[Output]:
         """RFC 1939 7: the header, a blank line and the first n lines of the body."""
         parts = arg.split()
-        if len(parts) != 2 or not parts[1].isdigit() or len(parts[1]) > 9:
+        if len(parts) != 2 or not _is_number(parts[1]):
             return _err("Usage: TOP message lines")
         index = self._message(parts[0])
         if isinstance(index, bytes):

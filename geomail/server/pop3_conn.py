@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
 
 from geomail import maillog
 from geomail.config import Limits
+from geomail.errors import StoreError
 from geomail.proto.dotwriter import DotWriter
 from geomail.proto.pop3 import (
+    Output,
     POP3Handler,
     POP3Session,
     POP3Settings,
@@ -31,6 +34,7 @@ RECV_SIZE = 16384
 FLUSH_AT = 256 * 1024  # send once this much output is buffered (pipelined RETRs)
 BYE_SHUTDOWN = b"-ERR [SYS/TEMP] Server shutting down\r\n"
 BYE_TIMEOUT = b"-ERR Autologout; idle for too long\r\n"
+ERR_UNREADABLE = b"-ERR [SYS/TEMP] Message cannot be read now\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ class POP3Connection:
         return self._waiting
 
     def interrupt(self) -> None:
-        gevent.kill(self._greenlet, ShuttingDown, block=False)
+        gevent.kill(self._greenlet, ShuttingDown)  # asynchronous: never waits
 
     def serve(self) -> None:
         service = self.service
@@ -94,6 +98,9 @@ class POP3Connection:
             maillog.tls_failed(service.kind, self.client, exc.reason)
         except OSError as exc:
             reason = f"error ({exc.strerror or type(exc).__name__})"
+        except StoreError as exc:  # in the middle of a message: the client sees no "."
+            log.error("pop3-read-failed user=%s error=%s", self.session.user, exc)
+            reason = "store-error"
         finally:
             service.tracker.unregister(self)
             self.session.abort()
@@ -112,41 +119,61 @@ class POP3Connection:
                 return "timeout"
             finally:
                 self._waiting = False
-            try:
-                outputs = session.feed(data)
-            except Exception:  # a bug: never a traceback to the client
-                log.exception("bug in pop3 session client=%s", self.client)
-                self._send_quietly(b"-ERR [SYS/TEMP] Internal error\r\n")
+            outputs = self._advance(session.feed, data)
+            while outputs:
+                for output in outputs:
+                    if isinstance(output, Send):
+                        self._queue(output.data)
+                    elif isinstance(output, SendMessage):
+                        self._stream(output)
+                    elif isinstance(output, StartTLS):
+                        self._flush()
+                        self._start_tls()
+                        session.tls_started()
+                    elif isinstance(output, Close):
+                        self._flush()
+                        if session.commit_error is not None:
+                            log.error("pop3-commit-failed user=%s error=%s", session.user,
+                                      session.commit_error)
+                        return "quit" if data else "eof"
+                outputs = self._advance(session.resume)  # commands pipelined after a RETR
+            if outputs is None:
                 return "internal-error"
-            for output in outputs:
-                if isinstance(output, Send):
-                    self._queue(output.data)
-                elif isinstance(output, SendMessage):
-                    self._stream(output)
-                elif isinstance(output, StartTLS):
-                    self._flush()
-                    self._start_tls()
-                    session.tls_started()
-                elif isinstance(output, Close):
-                    self._flush()
-                    if session.commit_error is not None:
-                        log.error("pop3-commit-failed user=%s error=%s", session.user,
-                                  session.commit_error)
-                    return "quit" if data else "eof"
             self._flush()
             if tracker.draining and session.state is not State.CLOSED:
                 self._send_quietly(BYE_SHUTDOWN)
                 return "shutdown"
 
+    def _advance(self, step: Callable[..., list[Output]], *args: bytes) -> list[Output] | None:
+        """``session.feed`` or ``session.resume``; None (after telling the client) on a bug."""
+        try:
+            return step(*args)
+        except Exception:  # a bug: never a traceback to the client
+            log.exception("bug in pop3 session client=%s", self.client)
+            self._send_quietly(b"-ERR [SYS/TEMP] Internal error\r\n")
+            return None
+
     def _stream(self, output: SendMessage) -> None:
-        """RETR/TOP: the +OK line, then the message dot-stuffed with CRLF, then ``.``."""
+        """RETR/TOP: the +OK line, then the message dot-stuffed with CRLF, then ``.``.
+
+        A message that cannot be read at all (removed by another program) gets -ERR; a fault
+        after the +OK line went out raises StoreError, which ends the connection.
+        """
         maildrop = self.session.maildrop
         assert maildrop is not None
-        self._queue(output.header)
-        writer = DotWriter()
-        chunks = maildrop.read(output.index)  # type: ignore[attr-defined]
+        chunks = iter(maildrop.read(output.index))  # type: ignore[attr-defined]
         if output.body_lines is not None:
             chunks = top_of_message(chunks, output.body_lines)
+        try:
+            first = next(chunks, b"")
+        except StoreError as exc:
+            log.warning("pop3-read-failed user=%s message=%d error=%s", self.session.user,
+                        output.index + 1, exc)
+            self._queue(ERR_UNREADABLE)
+            return
+        self._queue(output.header)
+        writer = DotWriter()
+        self._queue(writer.feed(first))
         for chunk in chunks:
             self._queue(writer.feed(chunk))
         self._queue(writer.finish())
