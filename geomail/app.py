@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
 import gevent
 from gevent.event import Event
@@ -14,11 +15,18 @@ from geomail import maillog, metrics, system
 from geomail.access import MailAccess
 from geomail.auth import Authenticator
 from geomail.config import Config, ListenerConfig, load_config
+from geomail.courier.local import LocalCourier
+from geomail.courier.mx import MXResolver
+from geomail.courier.smtp import SMTPCourier
+from geomail.dkim import DKIMSigner
 from geomail.errors import ConfigError
 from geomail.inbound import InboundPolicy, Services
 from geomail.proto import reply as R
 from geomail.proto.pop3 import POP3Settings
 from geomail.proto.smtp import SMTPSettings
+from geomail.queue.control import ControlServer, socket_path
+from geomail.queue.item import QueueItem, Recipient
+from geomail.queue.queue import Queue
 from geomail.routing import Router
 from geomail.server.http import HealthServer
 from geomail.server.listener import ConnectionTracker, Listener
@@ -59,7 +67,17 @@ class App:
         self.store = open_store(config.store, config.hostname)
         self.authenticator = Authenticator(UserDB(config.users), limits)
         self.services = Services(router=_router(config), store=self.store,
-                                 authenticator=self.authenticator)
+                                 authenticator=self.authenticator,
+                                 dkim=DKIMSigner(config.dkim) if config.dkim else None)
+        own = [(lst.host, lst.port) for lst in config.listeners_of("smtp")]
+        resolver = None if config.relay.smarthost else MXResolver.from_config(config.relay, own)
+        self.courier = SMTPCourier(config.relay, config.hostname, resolver)
+        self.queue = Queue(config.queue_dir, config.relay, config.hostname,
+                           local=LocalCourier(self.store), remote=self.courier,
+                           is_local=self._is_local, expand=self._bounce_mailboxes,
+                           postmaster=self._postmaster(), on_event=_queue_event)
+        self.services.queue = self.queue
+        self.control = ControlServer(self.queue, socket_path(config.data_dir))
         self.policy = InboundPolicy(config, self.services, os.path.join(config.data_dir, "spool"))
         self.mail_access = MailAccess(self.authenticator, self.store)
         self.listeners = [self._listener(lst) for lst in config.listeners
@@ -106,9 +124,11 @@ class App:
                                   f"{listener.config.address}: {exc.strerror}") from exc
 
     def start(self) -> None:
-        """Prepare the data directory, then accept connections."""
+        """Prepare the data directory, resume the queue, then accept connections."""
         gevent.get_hub().threadpool.maxsize = IO_THREADS
         os.makedirs(os.path.join(self.config.data_dir, "spool"), mode=0o700, exist_ok=True)
+        self.queue.load()
+        self.control.start()
         for listener in [*self.listeners, *self.http]:
             listener.start()
 
@@ -123,6 +143,9 @@ class App:
             log.warning("shutdown grace expired open=%d", self.tracker.total)
             self.tracker.interrupt_all()
             self.pool.join(timeout=5)
+        self.control.stop()
+        self.queue.stop(timeout=max(grace, 1))
+        self.courier.close()
         for server in self.http:
             server.stop()
         self._stopped.set()
@@ -136,6 +159,7 @@ class App:
             return
         self.services.router = _router(fresh)
         self.authenticator.reload(UserDB(fresh.users))
+        self.queue.postmaster = self._postmaster()
         if self.tls is not None:
             self.tls.reload(fresh.tls)
         log.info("reloaded users=%d aliases=%d", len(fresh.users), len(fresh.aliases))
@@ -164,12 +188,33 @@ class App:
 
     def problems(self) -> list[str]:
         """What is wrong right now (for /healthz): dead listeners, a dead queue."""
-        return [f"listener {lst.config.kind} {lst.address} is not accepting"
-                for lst in self.listeners if not lst.alive]
+        found = [f"listener {lst.config.kind} {lst.address} is not accepting"
+                 for lst in self.listeners if not lst.alive]
+        if not self.queue.running:
+            found.append("the outbound queue is not running")
+        return found
 
     def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
+        count, oldest = self.queue.stats()
+        age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
         return [("geomail_connections_open", (("service", lst.config.kind),), lst.open)
-                for lst in self.listeners]
+                for lst in self.listeners] + [
+            ("geomail_queue_messages", (), count), ("geomail_queue_oldest_seconds", (), age)]
+
+    # ---- routing callbacks for the queue ---------------------------------------------------
+
+    def _is_local(self, address: str) -> bool:
+        return self.services.router.is_local_domain(address.rpartition("@")[2])
+
+    def _bounce_mailboxes(self, address: str) -> list[str]:
+        """Where a bounce to a local sender goes (its mailboxes; [] if nobody has it)."""
+        found = self.services.router.resolve(address) if self._is_local(address) else None
+        return list(found.mailboxes) if found else [address]
+
+    def _postmaster(self) -> str | None:
+        """The mailbox that gets bounces nobody else can take."""
+        found = self.services.router.resolve("postmaster")
+        return found.mailboxes[0] if found and found.mailboxes else None
 
     @property
     def ports(self) -> dict[str, list[int]]:
@@ -182,6 +227,20 @@ class App:
 
 def _router(config: Config) -> Router:
     return Router(config.domains, config.users, config.aliases, config.suffix_separator)
+
+
+def _queue_event(name: str, item: QueueItem, rcpt: Recipient | None) -> None:
+    """The queue's events in the operator's mail log."""
+    if rcpt is None:
+        return
+    if name == "delivered":
+        maillog.delivered(item.id, rcpt.address, rcpt.remote_mta or "local",
+                          attempts=rcpt.attempts, tls=rcpt.tls)
+    elif name == "deferred":
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item.next_attempt))
+        maillog.deferred(item.id, rcpt.address, rcpt.last_error or "", rcpt.attempts, when)
+    elif name in ("failed", "expired"):
+        maillog.bounced(item.id, rcpt.address, rcpt.last_error or name, item.sender or None)
 
 
 __all__ = ["App", "maillog"]

@@ -25,13 +25,25 @@ def received(*, helo: str | None, client_ip: str, hostname: str, protocol: str, 
     if tls:
         lines.append(f"\t(using {_UNSAFE_COMMENT.sub('?', tls)[:200]})")
     lines.append(f"\tby {hostname} (geomail) with {protocol} id {msgid}")
-    date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
+    date = _date(now if now is not None else time.time())
     if recipient is not None:
         address = _UNSAFE_ADDRESS.sub("?", recipient)[:300] or "unknown"
         lines.append(f"\tfor <{address}>; {date}")
     else:
         lines[-1] += f";\n\t{date}"
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date(now: float) -> str:
+    """RFC 5322 date-time in local time; computed once per second (it costs ~10 us)."""
+    global _date_cache
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache = (second, email.utils.formatdate(second, localtime=True))
+    return _date_cache[1]
 
 
 def return_path(sender: str) -> bytes:

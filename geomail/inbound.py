@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from geomail import headers, maillog
+from geomail import headers, maillog, submission
 from geomail.config import Config
+from geomail.dkim import DKIMSigner
 from geomail.envelope import Body, Envelope
 from geomail.errors import StoreError
+from geomail.ids import new_id
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
@@ -40,7 +41,7 @@ class Enqueuer(Protocol):
     """The outbound queue as inbound sees it."""
 
     def put(self, sender: str, recipients: Sequence[tuple[str, str | None]], body: Body,
-            prefix: bytes = b"") -> str: ...
+            prefix: bytes = b"", item_id: str | None = None) -> str: ...
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class Services:
     store: MessageStore
     authenticator: Authenticator | None = None
     queue: Enqueuer | None = None
+    dkim: DKIMSigner | None = None
 
 
 class InboundPolicy:
@@ -94,8 +96,10 @@ class InboundPolicy:
         return refusal
 
     def _may_relay(self, info: SessionInfo) -> bool:
-        if info.auth_user:
-            return True
+        return bool(info.auth_user) or self._trusted_client(info)
+
+    def _trusted_client(self, info: SessionInfo) -> bool:
+        """Is the client in ``relay.allow_networks`` (scripts on this machine, a LAN)?"""
         if not self._trusted:
             return False
         ip = ipaddress.ip_address(info.peer_ip)
@@ -126,7 +130,7 @@ class InboundPolicy:
     # ---- delivery --------------------------------------------------------------------------
 
     def _accept(self, info: SessionInfo, envelope: Envelope, body: Spool) -> Reply:
-        msgid = secrets.token_hex(6)
+        msgid = new_id()
         sender = envelope.sender or ""
         router = self.services.router
         local: dict[str, str] = {}  # mailbox -> the recipient that led there
@@ -139,21 +143,23 @@ class InboundPolicy:
                 remote.setdefault(address, recipient if address != recipient else None)
         protocol = info.protocol(envelope.smtputf8)
         try:
+            added, signature = self._submission_fields(info, sender, body, bool(remote))
             if remote:
                 route = "queue"
                 queue = self.services.queue
                 if queue is None:
                     return _R451_NO_QUEUE
-                prefix = headers.received(
+                received = headers.received(
                     helo=info.helo, client_ip=info.peer_ip, hostname=self.config.hostname,
                     protocol=protocol, msgid=msgid, tls=info.tls,
                     recipient=envelope.recipients[0] if len(envelope.recipients) == 1 else None)
                 targets = [(m, r if r != m else None) for m, r in local.items()]
-                msgid = queue.put(sender, targets + list(remote.items()), body, prefix)
+                queue.put(sender, targets + list(remote.items()), body,
+                          received + signature + added, item_id=msgid)
             else:
                 route = "local"
-                copies = [self._local_copy(info, protocol, msgid, sender, mailbox, recipient)
-                          for mailbox, recipient in local.items()]
+                copies = [self._local_copy(info, protocol, msgid, sender, mailbox, recipient,
+                                           added) for mailbox, recipient in local.items()]
                 self.services.store.deliver(copies, body)
         except StoreError as exc:
             log.error("store failed session=%s id=%s error=%s", info.session_id, msgid, exc)
@@ -165,14 +171,31 @@ class InboundPolicy:
                          body.crlf_size, route, user=info.auth_user)
         return Reply(250, "2.0.0", f"Ok: queued as {msgid}")
 
+    def _submission_fields(self, info: SessionInfo, sender: str, body: Spool,
+                           leaves: bool) -> tuple[bytes, bytes]:
+        """For mail our own users send (logged in, or from a trusted network): the Date and
+        Message-ID it lacks, and a DKIM signature when it leaves for other domains."""
+        if not (info.auth_user or self._trusted_client(info)):
+            return b"", b""
+        head = submission.header_section(body)
+        added = submission.missing_fields(head, self.config.hostname)
+        signer = self.services.dkim
+        if not leaves or signer is None:
+            return added, b""
+        domain = submission.signing_domain(head, sender, signer)
+        if domain is None:
+            return added, b""
+        return added, submission.dkim_signature(signer, domain, added, body)
+
     def _local_copy(self, info: SessionInfo, protocol: str, msgid: str, sender: str,
-                    mailbox: str, recipient: str) -> Copy:
+                    mailbox: str, recipient: str, added: bytes = b"") -> Copy:
         prefix = b"".join((
             headers.return_path(sender),
             headers.delivered_to(mailbox),
             headers.received(helo=info.helo, client_ip=info.peer_ip,
                              hostname=self.config.hostname, protocol=protocol, msgid=msgid,
                              tls=info.tls, recipient=recipient),
+            added,
         ))
         return Copy(mailbox, prefix)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import gevent
 from geomail import maillog
 from geomail.config import Limits
 from geomail.errors import StoreError
+from geomail.ids import new_id
 from geomail.proto.dotwriter import DotWriter
 from geomail.proto.pop3 import (
     Output,
@@ -83,7 +83,7 @@ class POP3Connection:
         service = self.service
         reason = "quit"
         service.tracker.register(self)
-        session_id = secrets.token_hex(5)
+        session_id = new_id()
         maillog.connect(session_id, service.kind, self.client)
         try:
             if service.kind == "pop3s":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import socket
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ import gevent
 
 from geomail import maillog
 from geomail.config import Limits
+from geomail.ids import new_id
 from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.reply import Close, Reply, StartTLS
@@ -51,7 +51,7 @@ class SMTPConnection:
                  address: tuple[str, int]) -> None:
         self.service = service
         self.sock = sock
-        info = SessionInfo(secrets.token_hex(5), address[0], address[1], service.kind)
+        info = SessionInfo(new_id(), address[0], address[1], service.kind)
         trace = self._trace if transcript.isEnabledFor(logging.DEBUG) else None
         self.session = SMTPSession(service.handler, info, service.settings, trace)
         self._greenlet = gevent.getcurrent()
@@ -91,9 +91,12 @@ class SMTPConnection:
     def _converse(self) -> str:
         """The command loop; returns why the conversation ended."""
         session, limits, tracker = self.session, self.service.limits, self.service.tracker
+        timeout = 0.0
         while True:
-            self.sock.settimeout(limits.data_timeout if session.reading_data
-                                 else limits.command_timeout)
+            wanted = limits.data_timeout if session.reading_data else limits.command_timeout
+            if wanted != timeout:  # RFC 5321 4.5.3.2: one timeout per command, another for data
+                timeout = wanted
+                self.sock.settimeout(timeout)
             self._waiting = True
             try:
                 data = self.sock.recv(RECV_SIZE)

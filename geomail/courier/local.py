@@ -1,0 +1,48 @@
+"""Local delivery of queued mail: into the message store, one copy per local mailbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from geomail.delivery import Attempt, DeliveryError, Outcomes
+from geomail.envelope import Body
+from geomail.errors import StoreError
+from geomail.store.base import Copy, MessageStore
+
+log = logging.getLogger(__name__)
+
+
+def delivery_prefix(sender: str, mailbox: str) -> bytes:
+    """The ``Return-Path:`` (RFC 5321 4.4) and ``Delivered-To:`` lines put before a local copy."""
+    return f"Return-Path: <{sender}>\nDelivered-To: {mailbox}\n".encode()
+
+
+class LocalCourier:
+    """Delivers to local mailboxes (``delivery.Courier``); recipients are canonical mailbox
+    addresses. The store writes every copy or none, so a failure defers all recipients of
+    the call: a store problem (disk full, permissions) is the operator's to fix, not a bounce."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self.store = store
+
+    def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
+        """Store one copy per recipient; each recipient's outcome."""
+        outcomes = Outcomes()
+        mailboxes = list(dict.fromkeys(recipients))
+        copies = [Copy(m, delivery_prefix(sender, m)) for m in mailboxes]
+        error: DeliveryError | None = None
+        try:
+            self.store.deliver(copies, body)
+        except StoreError as exc:
+            log.warning("local delivery failed to=%s error=%s", ",".join(mailboxes), exc)
+            error = DeliveryError(f"mailbox unavailable: {exc}", False, 451, "4.2.0")
+        except Exception:  # a bug in the store: keep the mail and retry later
+            log.exception("local delivery crashed to=%s", ",".join(mailboxes))
+            error = DeliveryError("internal error during local delivery", False, 451, "4.3.0")
+        for mailbox in mailboxes:
+            outcomes[mailbox] = error
+            outcomes.attempts[mailbox] = Attempt(None, None)
+        if error is None:
+            log.info("delivered to=%s relay=local", ",".join(mailboxes))
+        return outcomes

@@ -1,0 +1,435 @@
+"""The outbound queue: durable items, one send loop per item, retries with backoff, bounces."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+
+from geomail.config import RelayConfig
+from geomail.delivery import Courier, DeliveryError, Outcomes
+from geomail.envelope import Body, domain_of
+from geomail.ids import new_id
+from geomail.safeio import DirSyncer, run_blocking, write_atomic
+from geomail.spool import BytesBody
+
+from . import dsn
+from .files import (
+    QueuedBody,
+    lock_queue,
+    read_head,
+    remove_item_files,
+    scan,
+    write_body,
+)
+from .item import (
+    DELIVERED,
+    FAILED,
+    QueueItem,
+    Recipient,
+    body_path,
+    item_path,
+    valid_id,
+)
+
+log = logging.getLogger(__name__)
+
+ADMIN_BOUNCE = DeliveryError("bounced by the administrator", True, 550, "5.0.0")
+
+
+class Clock(Protocol):
+    """Wall-clock time and waiting; tests inject a fake one."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+    def wait(self, event: Event, deadline: float) -> None:
+        """Return when ``event`` is set or ``now()`` reaches ``deadline``."""
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, event: Event, deadline: float) -> None:
+        event.wait(max(0.0, deadline - time.time()))
+
+
+@dataclass(eq=False)
+class _Entry:
+    """A live item: its state, its send loop, and requests from the control channel."""
+
+    item: QueueItem
+    wake: Event = field(default_factory=Event)
+    finished: Event = field(default_factory=Event)
+    greenlet: gevent.Greenlet | None = None
+    op: str | None = None  # "delete" or "bounce", applied by the loop
+
+
+EventHook = Callable[[str, QueueItem, Recipient | None], None]
+
+
+class Queue:
+    """Durable outbound queue (chasquid's design): ``put`` returns once the message and its
+    envelope are on disk; a greenlet per item tries its pending recipients, grouped per
+    courier and domain, records each outcome atomically, sleeps through the ``relay.retry``
+    backoff, and sends DSNs for failures (at once when permanent, after ``max_queue_time``
+    otherwise) and one delay warning after ``delay_warning``.
+
+    Collaborators are injected: ``local``/``remote`` couriers, ``is_local(address)``,
+    ``expand(address)`` (a local bounce address -> its mailboxes; identity by default),
+    ``postmaster`` (a final address for undeliverable bounces), ``on_event(event, item,
+    recipient)`` for the mail log: events ``queued``, ``delivered``, ``deferred``, ``failed``,
+    ``expired``, ``bounce-queued``, ``delay-warning``, ``dropped``, ``removed``.
+    """
+
+    def __init__(self, directory: str, relay: RelayConfig, hostname: str, *,
+                 local: Courier, remote: Courier, is_local: Callable[[str], bool],
+                 expand: Callable[[str], Sequence[str]] | None = None,
+                 postmaster: str | None = None, clock: Clock | None = None,
+                 rng: random.Random | None = None, syncer: DirSyncer | None = None,
+                 on_event: EventHook | None = None) -> None:
+        self.directory = directory
+        self.relay = relay
+        self.hostname = hostname
+        self.local, self.remote, self.is_local = local, remote, is_local
+        self.expand = expand or (lambda address: [address])
+        self.postmaster = postmaster
+        self.clock = clock or SystemClock()
+        self.random = rng or random.Random()
+        self.syncer = syncer or DirSyncer()
+        self.on_event = on_event
+        self._entries: dict[str, _Entry] = {}
+        self._stopping = False
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ start, stop
+
+    def load(self) -> int:
+        """Take ownership of the queue directory and resume every item found there (at start-up,
+        before anything is put); returns how many. Raises ``QueueBusy`` if another process has it.
+        """
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._lock_fd = lock_queue(self.directory)
+        items = run_blocking(scan, self.directory, True)
+        for item in items:
+            self._start(item)
+        log.info("queue loaded dir=%s items=%d", self.directory, len(items))
+        return len(items)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the send loops: idle ones at once, ones mid-attempt after at most ``timeout``
+        seconds (their recipients' states are on disk, so nothing is lost)."""
+        self._stopping = True
+        greenlets = [e.greenlet for e in self._entries.values() if e.greenlet]
+        for entry in self._entries.values():
+            entry.wake.set()
+        gevent.joinall(greenlets, timeout=timeout)
+        gevent.killall([g for g in greenlets if not g.dead], block=True, timeout=5)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ put
+
+    def put(self, sender: str, recipients: Sequence[str | tuple[str, str | None]], body: Body,
+            prefix: bytes = b"", kind: str = "message", item_id: str | None = None) -> str:
+        """Queue a message for ``recipients`` (final addresses, each optionally with the
+        original recipient it was expanded from); durable (files and directory fsynced) before
+        it returns the new item's id. Raises ``OSError`` when the disk refuses."""
+        if self._stopping:
+            raise OSError("the queue is shutting down")
+        now = self.clock.now()
+        if item_id is None or not valid_id(item_id) or item_id in self._entries:
+            item_id = new_id(now)
+        rcpts: list[Recipient] = []
+        for entry in recipients:
+            address, original = (entry, None) if isinstance(entry, str) else entry
+            if all(r.address != address for r in rcpts):
+                rcpts.append(Recipient(address, original if original != address else None))
+        if not rcpts:
+            raise ValueError("a queued message needs at least one recipient")
+        msg_path = body_path(self.directory, item_id)
+        try:
+            size, crlf_size, eight_bit = run_blocking(write_body, msg_path, prefix, body)
+            item = QueueItem(item_id, sender, rcpts, created=now, next_attempt=now, size=size,
+                             crlf_size=crlf_size, eight_bit=eight_bit, kind=kind)
+            run_blocking(write_atomic, item_path(self.directory, item_id), item.to_json(),
+                         0o600, False)
+            self.syncer.sync(self.directory)  # one directory fsync for both files
+        except BaseException:
+            run_blocking(remove_item_files, self.directory, item_id)
+            raise
+        log.info("queued id=%s from=<%s> to=%s size=%d kind=%s", item_id, sender,
+                 ",".join(r.address for r in rcpts), size, kind)
+        self._event("queued", item, None)
+        self._start(item)
+        return item_id
+
+    # ------------------------------------------------------------------ tools
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every item's state, oldest first (the JSON form of ``QueueItem``)."""
+        items = sorted((e.item for e in self._entries.values()), key=lambda i: i.created)
+        return [i.to_dict() for i in items]
+
+    def stats(self) -> tuple[int, float | None]:
+        """How many items are queued, and when the oldest was created (None when empty)."""
+        created = [e.item.created for e in self._entries.values()]
+        return len(created), min(created, default=None)
+
+    @property
+    def running(self) -> bool:
+        """True between ``load`` and ``stop``: the queue owns its directory and sends."""
+        return self._lock_fd is not None and not self._stopping
+
+    def flush(self) -> int:
+        """Make every item due now; returns how many were woken."""
+        now = self.clock.now()
+        for entry in self._entries.values():
+            entry.item.next_attempt = min(entry.item.next_attempt, now)
+            entry.wake.set()
+        return len(self._entries)
+
+    def delete(self, item_id: str, timeout: float = 10.0) -> bool:
+        """Remove an item without notifying anyone; False when there is no such item."""
+        return self._request(item_id, "delete", timeout)
+
+    def bounce(self, item_id: str, timeout: float = 10.0) -> bool:
+        """Fail an item's pending recipients now and send the sender a DSN."""
+        return self._request(item_id, "bounce", timeout)
+
+    def _request(self, item_id: str, op: str, timeout: float) -> bool:
+        entry = self._entries.get(item_id) if valid_id(item_id) else None
+        if entry is None:
+            return False
+        entry.op = op
+        entry.wake.set()  # an idle loop applies it at once, a busy one after its attempt
+        entry.finished.wait(timeout)
+        return True
+
+    # ------------------------------------------------------------------ the send loop
+
+    def _start(self, item: QueueItem) -> None:
+        entry = _Entry(item)
+        self._entries[item.id] = entry
+        entry.greenlet = gevent.spawn(self._run, entry)
+
+    def _run(self, entry: _Entry) -> None:
+        item = entry.item
+        try:
+            while not self._stopping:
+                entry.wake.clear()
+                try:
+                    if self._step(entry):
+                        return
+                except Exception:
+                    # A bug, or the disk failing under us: the item stays as last written; try
+                    # again after the first retry step.
+                    log.exception("send loop failed id=%s; retrying later", item.id)
+                    if self._stopping:
+                        return
+                    item.next_attempt = self.clock.now() + self.relay.retry[0]
+                    self.clock.wait(entry.wake, item.next_attempt)
+        finally:
+            entry.finished.set()
+
+    def _step(self, entry: _Entry) -> bool:
+        """One turn of the send loop: wait, or attempt, report and record; True when done."""
+        item = entry.item
+        if entry.op == "delete":
+            log.info("deleted id=%s by the administrator", item.id)
+            self._finish(entry)
+            return True
+        if entry.op == "bounce":
+            now = self.clock.now()
+            for rcpt in item.pending:
+                self._settle(item, rcpt, ADMIN_BOUNCE, None, now)
+            entry.op = None
+        if item.pending:
+            wake_at = min(item.next_attempt, self._warning_time(item))
+            unreported = any(r.status == FAILED and not r.notified for r in item.recipients)
+            if self.clock.now() < wake_at and not unreported:
+                self.clock.wait(entry.wake, wake_at)
+                return False
+            if self.clock.now() >= item.next_attempt:
+                self._attempt(item)
+                self._schedule(item)
+        self._notify(item)
+        if item.done:
+            self._finish(entry)
+            return True
+        run_blocking(write_atomic, item_path(self.directory, item.id), item.to_json(), 0o600,
+                     False)
+        self.syncer.sync(self.directory)
+        return False
+
+    def _attempt(self, item: QueueItem) -> None:
+        """Try every pending recipient once: local ones together, remote ones per domain, the
+        groups in parallel; record each outcome."""
+        local = [r.address for r in item.pending if self.is_local(r.address)]
+        groups: list[tuple[Courier, list[str]]] = [(self.local, local)] if local else []
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in item.pending:
+            if rcpt.address not in local:
+                by_domain.setdefault(domain_of(rcpt.address), []).append(rcpt.address)
+        groups += [(self.remote, addresses) for addresses in by_domain.values()]
+        body = QueuedBody(body_path(self.directory, item.id), item.size, item.crlf_size,
+                          item.eight_bit)
+        workers = [gevent.spawn(self._deliver, courier, item.sender, addrs, body)
+                   for courier, addrs in groups]
+        try:
+            gevent.joinall(workers)
+        finally:
+            gevent.killall([w for w in workers if not w.dead])
+        now = self.clock.now()
+        item.attempts += 1
+        for (_, addresses), worker in zip(groups, workers, strict=True):
+            outcomes = worker.value if worker.successful() else None
+            attempts = outcomes.attempts if isinstance(outcomes, Outcomes) else {}
+            for address in addresses:
+                rcpt = item.recipient(address)
+                assert rcpt is not None
+                outcome = (outcomes.get(address, _NO_OUTCOME) if outcomes is not None
+                           else _NO_OUTCOME)
+                where = attempts.get(address)
+                rcpt.attempts += 1
+                rcpt.last_attempt = now
+                if where is not None:
+                    rcpt.remote_mta, rcpt.tls = where.remote_mta, where.tls
+                self._settle(item, rcpt, outcome, where, now)
+
+    def _deliver(self, courier: Courier, sender: str, addresses: list[str],
+                 body: Body) -> Mapping[str, DeliveryError | None]:
+        try:
+            return courier.deliver(sender, addresses, body)
+        except Exception:
+            log.exception("courier failed to=%s", ",".join(addresses))
+            return {a: DeliveryError("internal error", False, 451, "4.3.0") for a in addresses}
+
+    def _settle(self, item: QueueItem, rcpt: Recipient, outcome: DeliveryError | None,
+                where: object, now: float) -> None:
+        """Record one outcome on ``rcpt``."""
+        if outcome is None:
+            rcpt.status, rcpt.last_error, rcpt.code, rcpt.enhanced = DELIVERED, None, None, None
+            self._event("delivered", item, rcpt)
+            return
+        rcpt.last_error, rcpt.code, rcpt.enhanced = str(outcome), outcome.code, outcome.enhanced
+        if outcome.permanent:
+            rcpt.status = FAILED
+            log.info("failed id=%s to=%s error=%s", item.id, rcpt.address, outcome)
+            self._event("failed", item, rcpt)
+        else:
+            log.info("deferred id=%s to=%s error=%s", item.id, rcpt.address, outcome)
+            self._event("deferred", item, rcpt)
+
+    def _schedule(self, item: QueueItem) -> None:
+        """After an attempt: the next one (backoff with jitter), or give up on the pending."""
+        now = self.clock.now()
+        if not item.pending:
+            return
+        expires = item.created + self.relay.max_queue_time
+        if now >= expires:
+            for rcpt in item.pending:
+                rcpt.status = FAILED
+                rcpt.enhanced = rcpt.enhanced or "4.4.7"
+                log.info("expired id=%s to=%s after=%.0fs last_error=%s", item.id, rcpt.address,
+                         now - item.created, rcpt.last_error)
+                self._event("expired", item, rcpt)
+            return
+        steps = self.relay.retry
+        delay = steps[min(item.attempts, len(steps)) - 1] if item.attempts else steps[0]
+        delay *= 1.0 + self.random.uniform(0.0, 0.1)  # jitter: spread retries of many items
+        item.next_attempt = min(now + delay, expires)
+
+    def _warning_time(self, item: QueueItem) -> float:
+        if (self.relay.delay_warning <= 0 or item.delay_warned or item.sender == ""
+                or item.kind != "message"):
+            return float("inf")
+        return item.created + self.relay.delay_warning
+
+    # ------------------------------------------------------------------ reports
+
+    def _notify(self, item: QueueItem) -> None:
+        """Queue the DSNs that are due: for new failures, and the one delay warning."""
+        now = self.clock.now()
+        failed = [r for r in item.recipients if r.status == FAILED and not r.notified]
+        if failed:
+            self._report(item, failed, "failed", now)
+            for rcpt in failed:
+                rcpt.notified = True
+        if item.pending and now >= self._warning_time(item):
+            self._report(item, item.pending, "delayed", now)
+            item.delay_warned = True
+
+    def _report(self, item: QueueItem, rcpts: list[Recipient], action: str, now: float) -> None:
+        if item.sender == "":
+            self._undeliverable_bounce(item, rcpts)
+            return
+        targets = list(self.expand(item.sender)) if self.is_local(item.sender) else [item.sender]
+        if not targets:
+            log.warning("no mailbox for bounce id=%s sender=<%s>", item.id, item.sender)
+            targets = [self.postmaster] if self.postmaster else []
+        if not targets:
+            self._event("dropped", item, None)
+            return
+        head = run_blocking(read_head, body_path(self.directory, item.id))
+        until = item.created + self.relay.max_queue_time
+        entries = [dsn.DSNRecipient(
+            final_recipient=r.address, action=action,
+            status=r.enhanced or ("4.0.0" if action == "delayed" else "5.0.0"),
+            original_recipient=r.original, remote_mta=r.remote_mta, diagnostic=r.last_error,
+            diagnostic_is_smtp=r.remote_mta is not None, last_attempt=r.last_attempt,
+            will_retry_until=until if action == "delayed" else None) for r in rcpts]
+        report = dsn.build_dsn(reporting_mta=self.hostname, sender=item.sender,
+                               recipients=entries, headers=dsn.original_headers(head),
+                               queue_id=item.id, arrival=item.created, now=now,
+                               postmaster=self.postmaster)
+        dsn_id = self.put("", targets, BytesBody(report), kind="bounce")
+        log.info("%s id=%s dsn=%s to=<%s> recipients=%s", "bounced" if action == "failed"
+                 else "delay-warned", item.id, dsn_id, item.sender,
+                 ",".join(r.address for r in rcpts))
+        self._event("bounce-queued" if action == "failed" else "delay-warning", item, None)
+
+    def _undeliverable_bounce(self, item: QueueItem, rcpts: list[Recipient]) -> None:
+        """Never bounce the null sender (RFC 5321 6.1): a DSN of ours goes on to the postmaster
+        once; anything else is dropped with a log line."""
+        addresses = ",".join(r.address for r in rcpts)
+        if (item.kind == "bounce" and self.postmaster
+                and all(r.address != self.postmaster for r in item.recipients)):
+            body = QueuedBody(body_path(self.directory, item.id), item.size, item.crlf_size,
+                              item.eight_bit)
+            dsn_id = self.put("", [self.postmaster], body, kind="double-bounce")
+            log.warning("undeliverable bounce id=%s to=%s sent to postmaster as id=%s",
+                        item.id, addresses, dsn_id)
+            return
+        log.warning("dropped undeliverable message with null sender id=%s kind=%s to=%s",
+                    item.id, item.kind, addresses)
+        self._event("dropped", item, None)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _finish(self, entry: _Entry) -> None:
+        run_blocking(remove_item_files, self.directory, entry.item.id)
+        self._entries.pop(entry.item.id, None)
+        log.info("removed id=%s", entry.item.id)
+        self._event("removed", entry.item, None)
+
+    def _event(self, name: str, item: QueueItem, rcpt: Recipient | None) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, item, rcpt)
+            except Exception:
+                log.exception("queue event hook failed event=%s id=%s", name, item.id)
+
+
+_NO_OUTCOME = DeliveryError("the courier reported no outcome", False, 451, "4.3.0")
