@@ -66,6 +66,71 @@ def cmd_sendmail(args: argparse.Namespace) -> int:
     return sendmail.main(args.sendmail_args)
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    """Inspect and steer the outbound queue, through the running server when there is one."""
+    from geomail.queue.control import ControlError, format_queue_list, queue_command
+
+    config = load_config(args.config)
+    if args.action in ("delete", "bounce") and not args.id:
+        print(f"geomail queue {args.action}: give the item id (see 'geomail queue list')",
+              file=sys.stderr)
+        return 2
+    try:
+        answer = queue_command(config.data_dir, args.action, args.id)
+    except ControlError as exc:
+        print(f"geomail queue {args.action}: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        print(format_queue_list(answer.get("items", [])), end="")
+    elif args.action == "flush":
+        print(f"{answer.get('count', 0)} item(s) will be retried now")
+    else:
+        print(f"{args.id}: {'deleted' if args.action == 'delete' else 'bounced'}")
+    if answer.get("offline") and args.action != "list":
+        print("(the server is not running: the queue files were changed directly)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_dkim(args: argparse.Namespace) -> int:
+    """``dkim keygen``: write the configured DKIM keys that do not exist yet."""
+    from geomail import dkim
+
+    config = load_config(args.config)
+    if config.dkim is None:
+        print("geomail dkim: the config has no 'dkim:' section; add for example\n"
+              "  dkim: {selector: geomail, key: /var/lib/geomail/dkim/example.com.key}",
+              file=sys.stderr)
+        return 1
+    for domain, path in sorted(config.dkim.keys.items()):
+        name = f"{config.dkim.selector}._domainkey.{domain}."
+        if os.path.exists(path) and not args.force:
+            print(f"; {path} exists (--force makes a new one); its record:")
+            value = dkim.dns_txt_record(path)
+        else:
+            value = dkim.keygen(path, bits=args.bits, overwrite=args.force)
+            print(f"; wrote {path} ({args.bits}-bit RSA); publish:")
+        print(f"{name} IN TXT " + " ".join(f'"{part}"' for part in dkim.split_txt(value)))
+    return 0
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    """Print the DNS records to publish; with --check, look each one up."""
+    from geomail import dnsrecords
+    from geomail.courier.mx import make_resolver
+
+    config = load_config(args.config)
+    if not args.check:
+        print(dnsrecords.format_zone(dnsrecords.records(config)), end="")
+        return 0
+    lookup = dnsrecords.resolver_lookup(make_resolver(config.relay))
+    addresses = dnsrecords.public_addresses(config) or [
+        a for kind in ("A", "AAAA") for a in lookup(config.hostname, kind)]
+    results = dnsrecords.check(dnsrecords.records(config, addresses), lookup)
+    print(dnsrecords.format_check(results), end="")
+    return 0 if all(verdict == "ok" for _, verdict, _ in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geomail", description="A small mail server.")
     parser.add_argument("--version", action="version", version=f"geomail {__version__}")
@@ -83,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--debug", action="store_true", help="log protocol transcripts")
     command("check", cmd_check, "validate the configuration file")
     command("passwd", cmd_passwd, "hash a password for users.<address>.password", config=False)
+    queue = command("queue", cmd_queue, "list, flush, delete or bounce queued messages")
+    queue.add_argument("action", choices=["list", "flush", "delete", "bounce"])
+    queue.add_argument("id", nargs="?", help="queue item id (delete, bounce)")
+    dkim = command("dkim", cmd_dkim, "make DKIM keys and print their DNS records")
+    dkim.add_argument("action", choices=["keygen"])
+    dkim.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
+    dkim.add_argument("--force", action="store_true", help="replace existing keys")
+    dns_cmd = command("dns", cmd_dns, "print the DNS records to publish (MX, A, SPF, DKIM, "
+                      "DMARC, PTR)")
+    dns_cmd.add_argument("--check", action="store_true",
+                         help="look each record up and say which are missing or wrong")
     mail = command("sendmail", cmd_sendmail, "sendmail(1): send the message on stdin "
                    "(-t, -f SENDER, -i, -c FILE, recipients)", config=False)
     mail.add_argument("sendmail_args", nargs=argparse.REMAINDER, help="sendmail options")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 
@@ -13,6 +14,20 @@ from . import free_port, wait_for
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 ZONE = "test"  # every name under .test is answered locally (unknown ones: NXDOMAIN)
+
+
+def _free_udp_and_tcp_port(address: str) -> int:
+    """A port free for both UDP and TCP: dnsmasq binds both, without SO_REUSEADDR, so a TCP
+    port still in TIME_WAIT (after a truncated answer was retried over TCP) is not usable."""
+    for _ in range(100):
+        port = free_port(address, kind=socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 class Dnsmasq:
@@ -26,7 +41,7 @@ class Dnsmasq:
 
     def __init__(self, port: int | None = None, ttl: int = 0) -> None:
         self.address = "127.0.0.1"
-        self.port = port or free_port(self.address, kind=2)  # SOCK_DGRAM
+        self.port = port or _free_udp_and_tcp_port(self.address)
         self.args: list[str] = [f"--local=/{ZONE}/", f"--local-ttl={ttl}"]
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
@@ -55,6 +70,12 @@ class Dnsmasq:
     def txt(self, name: str, *strings: str) -> Dnsmasq:
         """A TXT record; dnsmasq splits strings longer than 255 octets itself."""
         self.args.append(f"--txt-record={name},{','.join(strings)}")
+        return self
+
+    def ptr(self, address: str, name: str) -> Dnsmasq:
+        """A reverse record for ``address`` (IPv4)."""
+        reverse = ".".join(reversed(address.split("."))) + ".in-addr.arpa"
+        self.args.append(f"--ptr-record={reverse},{name}")
         return self
 
     def cname(self, alias: str, target: str) -> Dnsmasq:
