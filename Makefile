@@ -9,8 +9,11 @@ DEV_CERT := var/tls/cert.pem
 run: $(VENV)/.installed $(DEV_CERT)
 	$(BIN)/geomail serve -c conf/dev.yaml
 
-test: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -p no:cacheprovider
+# Everything: unit and integration tests on the venv, then the end-to-end tests again against
+# the one-file binary that `make binary` builds.
+test: $(VENV)/.installed-dev binary
+	$(BIN)/pytest -q -p no:cacheprovider tests
+	GEOMAIL_BIN=$(CURDIR)/dist/geomail $(BIN)/pytest -q -p no:cacheprovider -m binary tests/e2e
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
@@ -19,8 +22,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check geomail tests bench
 	$(BIN)/lint-imports
 
-binary: $(VENV)/.installed-build
-	$(BIN)/pyinstaller --noconfirm --clean build.spec
+binary: dist/geomail
+
+dist/geomail: $(VENV)/.installed-build build.spec $(shell find geomail -name '*.py')
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN build.spec
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/smtp_inbound.py
