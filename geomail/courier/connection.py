@@ -200,7 +200,7 @@ class SMTPConnection:
         version = version_of() if version_of else None
         verified = context.verify_mode == ssl.CERT_REQUIRED
         self.tls = f"{version or 'TLS'}{' verified' if verified else ''}"
-        log.info("tls remote=%s version=%s verified=%s", self.remote_mta, version,
+        log.debug("tls remote=%s version=%s verified=%s", self.remote_mta, version,
                  "yes" if verified else "no")
 
     def authenticate(self, username: str, password: str) -> None:

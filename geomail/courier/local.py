@@ -35,7 +35,7 @@ class LocalCourier:
         try:
             self.store.deliver(copies, body)
         except StoreError as exc:
-            log.warning("local delivery failed to=%s error=%s", ",".join(mailboxes), exc)
+            log.warning("local-delivery-failed to=%s error=%s", ",".join(mailboxes), exc)
             error = DeliveryError(f"mailbox unavailable: {exc}", False, 451, "4.2.0")
         except Exception:  # a bug in the store: keep the mail and retry later
             log.exception("local delivery crashed to=%s", ",".join(mailboxes))
@@ -44,5 +44,5 @@ class LocalCourier:
             outcomes[mailbox] = error
             outcomes.attempts[mailbox] = Attempt(None, None)
         if error is None:
-            log.info("delivered to=%s relay=local", ",".join(mailboxes))
+            log.debug("delivered to=%s relay=local", ",".join(mailboxes))
         return outcomes

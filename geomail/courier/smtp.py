@@ -136,16 +136,16 @@ class SMTPCourier:
             if exc.code == 454 and not smarthost and not self.relay.verify_tls:
                 # Opportunistic TLS failed in the handshake: deliver in plain text instead
                 # (RFC 7435 4: encryption is welcome, not a condition of delivery).
-                log.info("tls failed remote=%s [%s]:%s; retrying without TLS error=%s",
+                log.info("mx-tls-failed remote=%s [%s]:%s retry=plaintext error=%s",
                          name, address, port, exc.message)
                 try:
                     return self._open(name, address, port, smarthost, try_tls=False)
                 except DeliveryError as again:
                     exc = again  # type: ignore[assignment]
-            log.info("deferred host=%s [%s]:%s error=%s", name, address, port, exc)
+            log.info("mx-failed host=%s [%s]:%s error=%s", name, address, port, exc)
             _all(outcomes, pending, exc, Attempt(f"{name} [{address}]:{port}", None))
         except DeliveryError as exc:
-            log.info("deferred host=%s [%s]:%s error=%s", name, address, port, exc)
+            log.info("mx-failed host=%s [%s]:%s error=%s", name, address, port, exc)
             _all(outcomes, pending, exc, Attempt(f"{name} [{address}]:{port}", None))
         return None
 
@@ -224,7 +224,7 @@ class SMTPCourier:
         try:
             result = conn.transaction(mail_from, list(forms), body, " ".join(params), reused)
         except ConnectionLost as exc:
-            log.info("deferred remote=%s error=%s", conn.remote_mta, exc)
+            log.info("mx-failed remote=%s error=%s", conn.remote_mta, exc)
             return _all(outcomes, list(forms.values()), exc, where)
         return self._judge(conn, result, forms, outcomes, where)
 
@@ -249,12 +249,12 @@ class SMTPCourier:
                                       reply.enhanced)
             _record(outcomes, rcpt, error, where)
             if error is None:
-                log.info("delivered to=%s remote=%s tls=%s reply=%s", rcpt, conn.remote_mta,
+                log.debug("delivered to=%s remote=%s tls=%s reply=%s", rcpt, conn.remote_mta,
                          conn.tls, reply)
             elif error.permanent:
-                log.info("rejected to=%s remote=%s reply=%s", rcpt, conn.remote_mta, reply)
+                log.debug("rejected to=%s remote=%s reply=%s", rcpt, conn.remote_mta, reply)
             else:
-                log.info("deferred to=%s remote=%s reply=%s", rcpt, conn.remote_mta, reply)
+                log.debug("deferred to=%s remote=%s reply=%s", rcpt, conn.remote_mta, reply)
                 retry.append(rcpt)
         return retry
 

@@ -130,6 +130,12 @@ class SMTPHandler(Protocol):
 class SMTPSession:
     """One SMTP server conversation. ``feed(bytes)`` returns the outputs to act on, in order."""
 
+    # Thousands of idle sessions stay in memory: no per-instance __dict__.
+    __slots__ = ("_auth_failures", "_bad_commands", "_bdat_last", "_bdat_left", "_bdat_refusal",
+                 "_body", "_chunks", "_data", "_lines", "_may_auth", "_resume_state", "_sasl",
+                 "_starttls", "_trace", "accepted", "envelope", "handler", "info", "settings",
+                 "state")
+
     def __init__(self, handler: SMTPHandler, info: SessionInfo, settings: SMTPSettings,
                  trace: Callable[[str, str], None] | None = None) -> None:
         self.handler = handler

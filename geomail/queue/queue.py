@@ -32,6 +32,7 @@ from .files import (
 from .item import (
     DELIVERED,
     FAILED,
+    PENDING,
     QueueItem,
     Recipient,
     body_path,
@@ -169,7 +170,7 @@ class Queue:
         except BaseException:
             run_blocking(remove_item_files, self.directory, item_id)
             raise
-        log.info("queued id=%s from=<%s> to=%s size=%d kind=%s", item_id, sender,
+        log.debug("queued id=%s from=<%s> to=%s size=%d kind=%s", item_id, sender,
                  ",".join(r.address for r in rcpts), size, kind)
         self._event("queued", item, None)
         self._start(item)
@@ -262,20 +263,30 @@ class Queue:
                 self.clock.wait(entry.wake, wake_at)
                 return False
             if self.clock.now() >= item.next_attempt:
-                self._attempt(item)
+                deferred = self._attempt(item)
                 self._schedule(item)
+                for rcpt in deferred:  # reported once the next attempt is known
+                    if rcpt.status == PENDING:
+                        self._event("deferred", item, rcpt)
         self._notify(item)
         if item.done:
             self._finish(entry)
             return True
+        self._save(item)
+        return False
+
+    def _save(self, item: QueueItem) -> None:
+        """Write the item's state durably (atomic replace, directory fsynced)."""
         run_blocking(write_atomic, item_path(self.directory, item.id), item.to_json(), 0o600,
                      False)
         self.syncer.sync(self.directory)
-        return False
 
-    def _attempt(self, item: QueueItem) -> None:
+    def _attempt(self, item: QueueItem) -> list[Recipient]:
         """Try every pending recipient once: local ones together, remote ones per domain, the
-        groups in parallel; record each outcome."""
+        groups in parallel; record each outcome. A group's outcomes are written to disk as soon
+        as it is done while others still run, so that a crash during a slow delivery to one
+        domain does not send again what another domain already took. Returns the recipients
+        this attempt deferred."""
         local = [r.address for r in item.pending if self.is_local(r.address)]
         groups: list[tuple[Courier, list[str]]] = [(self.local, local)] if local else []
         by_domain: dict[str, list[str]] = {}
@@ -287,26 +298,42 @@ class Queue:
                           item.eight_bit)
         workers = [gevent.spawn(self._deliver, courier, item.sender, addrs, body)
                    for courier, addrs in groups]
+        addresses_of = {worker: addrs for worker, (_, addrs) in zip(workers, groups, strict=True)}
+        deferred: list[Recipient] = []
         try:
-            gevent.joinall(workers)
+            with gevent.iwait(workers) as finishing:
+                for finished, worker in enumerate(finishing):
+                    if finished == 0:
+                        item.attempts += 1
+                    deferred += self._record(item, addresses_of[worker], worker)
+                    if any(not w.dead for w in workers):
+                        self._save(item)
         finally:
             gevent.killall([w for w in workers if not w.dead])
+        return deferred
+
+    def _record(self, item: QueueItem, addresses: list[str],
+                worker: gevent.Greenlet) -> list[Recipient]:
+        """Settle each of ``addresses`` with what ``worker`` (its finished courier call)
+        reported; returns the ones still pending."""
         now = self.clock.now()
-        item.attempts += 1
-        for (_, addresses), worker in zip(groups, workers, strict=True):
-            outcomes = worker.value if worker.successful() else None
-            attempts = outcomes.attempts if isinstance(outcomes, Outcomes) else {}
-            for address in addresses:
-                rcpt = item.recipient(address)
-                assert rcpt is not None
-                outcome = (outcomes.get(address, _NO_OUTCOME) if outcomes is not None
-                           else _NO_OUTCOME)
-                where = attempts.get(address)
-                rcpt.attempts += 1
-                rcpt.last_attempt = now
-                if where is not None:
-                    rcpt.remote_mta, rcpt.tls = where.remote_mta, where.tls
-                self._settle(item, rcpt, outcome, where, now)
+        outcomes = worker.value if worker.successful() else None
+        attempts = outcomes.attempts if isinstance(outcomes, Outcomes) else {}
+        pending = []
+        for address in addresses:
+            rcpt = item.recipient(address)
+            assert rcpt is not None
+            outcome = (outcomes.get(address, _NO_OUTCOME) if outcomes is not None
+                       else _NO_OUTCOME)
+            where = attempts.get(address)
+            rcpt.attempts += 1
+            rcpt.last_attempt = now
+            if where is not None:
+                rcpt.remote_mta, rcpt.tls = where.remote_mta, where.tls
+            self._settle(item, rcpt, outcome, where, now)
+            if rcpt.status == PENDING:
+                pending.append(rcpt)
+        return pending
 
     def _deliver(self, courier: Courier, sender: str, addresses: list[str],
                  body: Body) -> Mapping[str, DeliveryError | None]:
@@ -326,11 +353,10 @@ class Queue:
         rcpt.last_error, rcpt.code, rcpt.enhanced = str(outcome), outcome.code, outcome.enhanced
         if outcome.permanent:
             rcpt.status = FAILED
-            log.info("failed id=%s to=%s error=%s", item.id, rcpt.address, outcome)
+            log.debug("failed id=%s to=%s error=%s", item.id, rcpt.address, outcome)
             self._event("failed", item, rcpt)
         else:
-            log.info("deferred id=%s to=%s error=%s", item.id, rcpt.address, outcome)
-            self._event("deferred", item, rcpt)
+            log.debug("deferred id=%s to=%s error=%s", item.id, rcpt.address, outcome)
 
     def _schedule(self, item: QueueItem) -> None:
         """After an attempt: the next one (backoff with jitter), or give up on the pending."""
@@ -342,7 +368,7 @@ class Queue:
             for rcpt in item.pending:
                 rcpt.status = FAILED
                 rcpt.enhanced = rcpt.enhanced or "4.4.7"
-                log.info("expired id=%s to=%s after=%.0fs last_error=%s", item.id, rcpt.address,
+                log.debug("expired id=%s to=%s after=%.0fs last_error=%s", item.id, rcpt.address,
                          now - item.created, rcpt.last_error)
                 self._event("expired", item, rcpt)
             return
@@ -395,8 +421,8 @@ class Queue:
                                queue_id=item.id, arrival=item.created, now=now,
                                postmaster=self.postmaster)
         dsn_id = self.put("", targets, BytesBody(report), kind="bounce")
-        log.info("%s id=%s dsn=%s to=<%s> recipients=%s", "bounced" if action == "failed"
-                 else "delay-warned", item.id, dsn_id, item.sender,
+        log.info("%s id=%s dsn=%s to=<%s> recipients=%s", "dsn-sent" if action == "failed"
+                 else "delay-notice-sent", item.id, dsn_id, item.sender,
                  ",".join(r.address for r in rcpts))
         self._event("bounce-queued" if action == "failed" else "delay-warning", item, None)
 
