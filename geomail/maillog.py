@@ -51,8 +51,8 @@ def accepted(msgid: str, session: str, client: str, sender: str, recipients: lis
           from_=_path(sender), to=",".join(recipients), size=size, route=route, user=user)
 
 
-def delivered(msgid: str, recipient: str, relay: str, reply: str = "", attempts: int = 1,
-              tls: str | None = None) -> None:
+def delivered(msgid: str, recipient: str, relay: str, reply: str | None = None,
+              attempts: int = 1, tls: str | None = None) -> None:
     metrics.inc("geomail_deliveries_total", result="delivered")
     event(log, logging.INFO, "delivered", id=msgid, to=recipient, relay=relay,
           attempts=attempts, tls=tls, reply=reply)

@@ -19,12 +19,14 @@ HEADER_SCAN = 256 * 1024  # a header section longer than this is not looked at
 
 def header_section(body: Spool) -> bytes:
     """The message's header section (up to the blank line), from memory or the spool file."""
-    if body.in_memory:
-        data = body.getvalue()[:HEADER_SCAN]
-    else:
-        data = next(iter(run_blocking(lambda: list(body.chunks(HEADER_SCAN))[:1])), b"")
+    data = body.getvalue()[:HEADER_SCAN] if body.in_memory else run_blocking(_first_chunk, body)
     end = data.find(b"\n\n")
     return data if end < 0 else data[: end + 1]
+
+
+def _first_chunk(body: Spool) -> bytes:
+    """The first HEADER_SCAN octets of a spooled body, without reading the rest."""
+    return next(iter(body.chunks(HEADER_SCAN)), b"")
 
 
 def missing_fields(head: bytes, hostname: str) -> bytes:

@@ -4,8 +4,12 @@ and LOGIN with throttling, sender enforcement, and certificate reload on SIGHUP.
 from __future__ import annotations
 
 import base64
+import email
+import email.utils
+import re
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -15,11 +19,11 @@ import pytest
 import trustme
 
 from geomail.log import KeyValueFormatter
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 from tests.support.dialog import Dialog, wait_closed
 from tests.support.geomail import PASSWORD, GeomailProcess, base_config
-from tests.support.smtp import check_trace, process_config, stored
-from tests.support.stored import maildir_messages
+from tests.support.smtp import check_trace, process_config, send, stored
+from tests.support.stored import maildir_files, maildir_messages
 
 ALL_LISTENERS = {"smtp": ["127.0.0.1:0"], "submission": ["127.0.0.1:0"],
                  "submissions": ["127.0.0.1:0"]}
@@ -30,6 +34,20 @@ def b64(text: str) -> str:
 
 
 PLAIN_ALICE = b64(f"\0alice@example.com\0{PASSWORD}")
+
+
+def composed(subject: str, text: str, *, extra: str = "") -> bytes:
+    """A message as a mail program submits it (CRLF): with the Date and Message-ID it always
+    writes (RFC 5322 3.6.1, 3.6.4), so geomail has nothing to add and the stored copy is the
+    message byte for byte."""
+    msgid = f"<{subject.replace(' ', '.')}.{time.monotonic_ns()}@client.example>"
+    return (f"{extra}Subject: {subject}\r\nDate: Tue, 14 Nov 2023 22:13:20 +0100\r\n"
+            f"Message-ID: {msgid}\r\n\r\n{text}\r\n").encode()
+
+
+def lf(message: bytes) -> bytes:
+    """``message`` as geomail stores it (LF line endings)."""
+    return message.replace(b"\r\n", b"\n")
 
 
 @pytest.fixture
@@ -111,10 +129,11 @@ def test_starttls_on_submission(tls_app, client_tls):
         smtp.cmd("MAIL FROM:<alice@example.com>", "250 2.1.0")
         smtp.cmd("RCPT TO:<bob@example.com>", "250 2.1.5")
         smtp.cmd("DATA", "354 ")
-        smtp.send(b"Subject: submitted\r\n\r\nhi bob\r\n.\r\n")
+        data = composed("submitted", "hi bob")
+        smtp.send(data + b".\r\n")
         reply = smtp.expect("250 2.0.0")
     [message] = stored(tls_app, "bob@example.com")
-    assert message.body == b"Subject: submitted\n\nhi bob\n"
+    assert message.body == lf(data)
     check_trace(message, sender="alice@example.com", mailbox="bob@example.com",
                 rcpt="bob@example.com", protocol="ESMTPSA", reply=reply.last, tls=True)
 
@@ -157,12 +176,13 @@ def test_implicit_tls_submission_delivers(tls_app, client_tls):
         assert "starttls" not in client.esmtp_features
         assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
         client.login("alice@example.com", PASSWORD)
+        data = composed("via 465", "implicit")
         refused = client.sendmail("alice@example.com", ["bob@example.com", "test1@test.com"],
-                                  b"Subject: via 465\r\n\r\nimplicit\r\n")
+                                  data)
     assert refused == {}
     for mailbox in ("bob@example.com", "test1@test.com"):
         [message] = stored(tls_app, mailbox)
-        assert message.body == b"Subject: via 465\n\nimplicit\n"
+        assert message.body == lf(data)
         check_trace(message, sender="alice@example.com", mailbox=mailbox, rcpt=mailbox,
                     protocol="ESMTPSA", tls=True)
 
@@ -364,32 +384,133 @@ def test_send_as_own_alias_delivers(tls_app, implicit):
     implicit.cmd("MAIL FROM:<al@example.com>", "250 2.1.0")
     implicit.cmd("RCPT TO:<bob@example.com>", "250 2.1.5")
     implicit.cmd("DATA", "354 ")
-    implicit.send(b"From: Al <al@example.com>\r\nSubject: alias\r\n\r\nfrom al\r\n.\r\n")
+    data = composed("alias", "from al", extra="From: Al <al@example.com>\r\n")
+    implicit.send(data + b".\r\n")
     implicit.expect("250 2.0.0")
     [message] = stored(tls_app, "bob@example.com")
     assert message.fields["sender"] == "al@example.com"
-    assert message.body == b"From: Al <al@example.com>\nSubject: alias\n\nfrom al\n"
+    assert message.body == lf(data)
 
 
-def test_remote_recipient_from_authenticated_user(tls_app, implicit, caplog):
-    """RFC 6409 3.1 / issue 3 item 6: an authenticated user may send to remote addresses. Until
-    the outbound queue is wired into the App the recipient is refused with 451 4.3.0 and a
-    clear text; once it is, the recipient is accepted and the message queued."""
+def test_remote_recipient_from_authenticated_user(tls_make, client_tls, caplog):
+    """RFC 6409 3.1 / issue 3 item 6 / issue 5 item 10: an authenticated user may send to
+    remote addresses: the recipient is accepted and the message queued (with the local copy).
+    One id names the message everywhere: the 250 reply, the ``accepted`` log line, the
+    Received field (RFC 5321 4.4) and the queue item."""
     caplog.set_level("INFO", logger="geomail.mail")
-    implicit.cmd(f"AUTH PLAIN {PLAIN_ALICE}", "235 2.7.0")
-    implicit.cmd("MAIL FROM:<alice@example.com>", "250 2.1.0")
-    if tls_app.services.queue is None:  # interim behaviour (no Queue in geomail/app.py yet)
-        reply = implicit.cmd("RCPT TO:<friend@elsewhere.example>", "451 4.3.0")
-        assert "Outbound delivery is not available" in reply.last
-        return
-    implicit.cmd("RCPT TO:<friend@elsewhere.example>", "250 2.1.5")
-    implicit.cmd("RCPT TO:<bob@example.com>", "250 2.1.5")
-    implicit.cmd("DATA", "354 ")
-    implicit.send(b"Subject: out\r\n\r\nto the world\r\n.\r\n")
-    msgid = implicit.expect("250 2.0.0").last.rsplit(" ", 1)[1]
+    # DNS goes nowhere but loopback: a port where nobody answers (the remote copy waits).
+    dead_dns = f"127.0.0.1:{free_port('127.0.0.1', socket.SOCK_DGRAM)}"
+    app = tls_make(relay={"nameservers": [dead_dns], "retry": ["1h"], "dns_timeout": "1s"})
+    with Dialog(app.ports["submissions"][0], tls=client_tls) as implicit:
+        implicit.greeting()
+        implicit.ehlo()
+        implicit.cmd(f"AUTH PLAIN {PLAIN_ALICE}", "235 2.7.0")
+        implicit.cmd("MAIL FROM:<alice@example.com>", "250 2.1.0")
+        implicit.cmd("RCPT TO:<friend@elsewhere.example>", "250 2.1.5")
+        implicit.cmd("RCPT TO:<bob@example.com>", "250 2.1.5")
+        implicit.cmd("DATA", "354 ")
+        data = composed("out", "to the world")
+        implicit.send(data + b".\r\n")
+        msgid = implicit.expect("250 2.0.0").last.rsplit(" ", 1)[1]
     lines = [KeyValueFormatter().format(r) for r in caplog.records if r.name == "geomail.mail"]
-    assert any(f" accepted id={msgid} " in line and "route=queue" in line
-               and "friend@elsewhere.example" in line for line in lines), lines
+    accepted = [line for line in lines if " accepted " in line]
+    assert len(accepted) == 1, lines
+    assert f" id={msgid} " in accepted[0] and "route=queue" in accepted[0]
+    assert "to=friend@elsewhere.example,bob@example.com" in accepted[0]
+    assert [item["id"] for item in app.queue.list()] == [msgid]
+    [copy] = wait_for(lambda: stored_raw(app, "bob@example.com"), 10, message="bob's copy")
+    ids = re.findall(rb"\tby mx\.test\.com \(geomail\) with ESMTPSA id (\w+)", copy)
+    assert ids == [msgid.encode()]
+    assert copy.endswith(lf(data))
+
+
+def stored_raw(app, mailbox: str) -> list[bytes]:
+    """The raw files of ``mailbox`` (queued mail has no single-recipient trace prefix)."""
+    return [path.read_bytes() for path in maildir_files(app.config.store.path, mailbox)]
+
+
+# ---- what submission adds (RFC 6409 8) --------------------------------------------------------
+
+# RFC 5322 3.3 date-time (as produced: day-of-week, 2-digit time with seconds, numeric zone).
+DATE_SYNTAX = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} "
+                         r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                         r"\d\d:\d\d:\d\d [+-]\d{4}")
+# RFC 5322 3.6.4 msg-id: "<" dot-atom-text "@" id-right ">", id-right being our hostname.
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+MSGID_SYNTAX = re.compile(rf"<{ATEXT}(\.{ATEXT})*@mx\.test\.com>")
+
+
+def _submit(port: int, context: ssl.SSLContext, data: bytes) -> None:
+    with smtplib.SMTP_SSL("localhost", port, context=context, timeout=10) as client:
+        client.login("alice@example.com", PASSWORD)
+        assert client.sendmail("alice@example.com", ["bob@example.com"], data) == {}
+
+
+@pytest.mark.parametrize("given", [(), ("Date",), ("Message-Id",), ("Date", "Message-ID")],
+                         ids=["neither", "date-only", "message-id-only", "both"])
+def test_submission_adds_only_the_missing_date_and_message_id(tls_app, client_tls, given):
+    """RFC 6409 8.2 / 8.3 with RFC 5322 3.6 (3.6.1 orig-date, 3.6.4 msg-id): a submitted
+    message without Date or Message-ID gets exactly one of each it lacks, right after the
+    Received field: a date-time in RFC 5322 3.3 syntax close to now, and a msg-id whose right
+    side is our hostname. Fields the message has (in any letter case) are left alone, and the
+    message itself follows unchanged."""
+    head = b"From: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: bare\r\n"
+    if "Date" in given:
+        head += b"Date: Tue, 14 Nov 2023 22:13:20 +0100\r\n"
+    if "Message-Id" in given:
+        head += b"Message-Id: <given.1@client.example>\r\n"
+    if "Message-ID" in given:
+        head += b"MESSAGE-ID: <given.2@client.example>\r\n"
+    data = head + b"\r\nbody\r\nDate: not a header, in the body\r\n"
+    before = time.time()
+    _submit(tls_app.ports["submissions"][0], client_tls, data)
+    [message] = stored(tls_app, "bob@example.com")
+    assert message.body.endswith(lf(data))
+    added = message.body[: len(message.body) - len(lf(data))].decode()
+    fields = dict(line.split(": ", 1) for line in added.splitlines())
+    assert list(fields) == [f for f in ("Date", "Message-ID") if f.lower() not in
+                            {g.lower() for g in given}]
+    assert len(added.splitlines()) == len(fields)  # one each, nothing else
+    if "Date" in fields:
+        assert DATE_SYNTAX.fullmatch(fields["Date"]), fields["Date"]
+        sent = email.utils.parsedate_to_datetime(fields["Date"]).timestamp()
+        assert before - 2 <= sent <= time.time() + 1
+    if "Message-ID" in fields:
+        assert MSGID_SYNTAX.fullmatch(fields["Message-ID"]), fields["Message-ID"]
+    parsed = email.message_from_bytes(message.raw)
+    assert len(parsed.get_all("Date")) == len(parsed.get_all("Message-ID")) == 1
+
+
+def test_added_message_ids_are_unique_and_large_messages_get_them_too(tls_app, client_tls):
+    """RFC 5322 3.6.4 (a msg-id is unique) / RFC 6409 8.3: two bare submissions get different
+    Message-IDs; a message large enough to be spooled to disk while it is read is looked at
+    too."""
+    small = b"Subject: one\r\n\r\nsmall\r\n"
+    # Larger than the 256 KiB a body may keep in memory (geomail.spool.Spool).
+    large = b"Subject: two\r\n\r\n" + b"".join(b"line %06d %s\r\n" % (i, b"y" * 60)
+                                                 for i in range(6000))
+    _submit(tls_app.ports["submissions"][0], client_tls, small)
+    _submit(tls_app.ports["submissions"][0], client_tls, large)
+    messages = stored(tls_app, "bob@example.com")
+    assert len(messages) == 2
+    ids = [email.message_from_bytes(m.raw)["Message-ID"] for m in messages]
+    assert len(set(ids)) == 2 and all(MSGID_SYNTAX.fullmatch(i) for i in ids), ids
+    by_size = sorted(messages, key=lambda m: len(m.raw))
+    for message, data in zip(by_size, (small, large), strict=True):
+        assert re.match(rb"Date: [^\n]+\nMessage-ID: <[^\n]+>\n", message.body)
+        assert message.body.split(b"\n", 2)[2] == lf(data)
+
+
+def test_port_25_mail_from_an_untrusted_client_gets_nothing_added(tls_app):
+    """RFC 6409 8 (only for submissions) / RFC 5321 3.6 and 4.4 (a relay adds trace fields
+    only): mail arriving on port 25 from a client that neither logged in nor is in
+    relay.allow_networks is stored with no Date or Message-ID added, byte for byte."""
+    data = b"From: someone@remote.example\r\nSubject: no date\r\n\r\nas it came\r\n"
+    code, _ = send(tls_app.ports["smtp"][0], "someone@remote.example", ["bob@example.com"], data)
+    assert code == 250
+    [message] = stored(tls_app, "bob@example.com")
+    assert message.body == lf(data)
+    assert "Date" not in email.message_from_bytes(message.raw)
 
 
 # ---- certificate reload (SIGHUP) --------------------------------------------------------------
@@ -452,7 +573,8 @@ def test_sighup_reloads_the_certificate(tmp_path, ca, client_tls):
         old.cmd("RCPT TO:<bob@example.com>", "250 2.1.5")
         old.cmd("RCPT TO:<carol@example.com>", "250 2.1.5")  # the reloaded user
         old.cmd("DATA", "354 ")
-        old.send(b"Subject: across a reload\r\n\r\nstill here\r\n.\r\n")
+        data = composed("across a reload", "still here")
+        old.send(data + b".\r\n")
         old.expect("250 2.0.0")
         old.cmd("QUIT", "221")
         old.close()
@@ -460,4 +582,4 @@ def test_sighup_reloads_the_certificate(tmp_path, ca, client_tls):
         server.stop()
     for mailbox in ("bob@example.com", "carol@example.com"):
         [message] = maildir_messages(tmp_path / "data" / "mail", mailbox)
-        assert message.body == b"Subject: across a reload\n\nstill here\n"
+        assert message.body == lf(data)

@@ -124,7 +124,7 @@ class SmtpdPeer:
     """aiosmtpd in a subprocess on ``host:port``; ``tls``: none, starttls or implicit (needs
     ``cert``/``key``; STARTTLS is offered, not required); ``auth``: "user:password" makes AUTH
     required (after TLS); ``size``: SIZE limit; ``tls12``: TLS 1.2 at most.
-    See smtpd_peer.py for the recipients it rejects or defers."""
+    See smtpd_peer.py for the recipients it rejects, defers, defers once or stalls on."""
 
     def __init__(self, host: str, port: int, tls: str = "none", cert: str | None = None,
                  key: str | None = None, auth: str | None = None,
@@ -162,6 +162,10 @@ class SmtpdPeer:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.out, ignore_errors=True)
+
+    def stalled(self) -> bool:
+        """True once a message for a ``stall*`` recipient arrived and is being held unanswered."""
+        return any(n.startswith("stalled.") for n in os.listdir(self.out))
 
     def messages(self) -> list[Received]:
         found = []

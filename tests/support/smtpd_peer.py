@@ -2,7 +2,11 @@
 STARTTLS or implicit TLS, optional AUTH, every message written to a directory.
 
 Run as ``python smtpd_peer.py --host 127.0.0.2 --port N --out DIR [options]``; prints READY.
-Recipients whose local part starts with ``reject`` get 550 5.1.1, ``defer`` get 451 4.3.0.
+Recipients whose local part starts with ``reject`` get 550 5.1.1, ``defer`` get 451 4.3.0,
+``flaky`` get 451 4.3.0 the first time each address is given and 250 after that. The first
+message with a recipient whose local part starts with ``stall`` is never answered after its
+final dot (and not written; ``DIR/stalled.<n>`` marks that it arrived); later ones are accepted.
+The peer keeps these memories for as long as it runs, across connections.
 Each message is ``DIR/<n>.eml`` (the content as received, CRLF) plus ``DIR/<n>.json``
 (mail_from, rcpt_tos, mail_options, tls, auth), the JSON written last.
 """
@@ -10,6 +14,7 @@ Each message is ``DIR/<n>.eml`` (the content as received, CRLF) plus ``DIR/<n>.j
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -26,6 +31,8 @@ class Handler:
         self.out = out
         self.count = 0
         self.lock = threading.Lock()
+        self.flaky_seen: set[str] = set()
+        self.stalled = False
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.rpartition("@")[0].lower()
@@ -33,10 +40,19 @@ class Handler:
             return "550 5.1.1 No such user here"
         if local.startswith("defer"):
             return "451 4.3.0 Try again later"
+        if local.startswith("flaky") and address.lower() not in self.flaky_seen:
+            self.flaky_seen.add(address.lower())
+            return "451 4.3.0 Try again later (first attempt)"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        stall = any(r.rpartition("@")[0].lower().startswith("stall") for r in envelope.rcpt_tos)
+        if stall and not self.stalled:
+            self.stalled = True
+            with open(os.path.join(self.out, f"stalled.{os.getpid()}"), "w") as handle:
+                json.dump({"rcpt_tos": envelope.rcpt_tos}, handle)
+            await asyncio.sleep(3600)  # the client sees no reply to its final dot
         with self.lock:
             self.count += 1
             n = self.count
