@@ -23,7 +23,7 @@ from geomail.errors import ConfigError
 from geomail.inbound import InboundPolicy, Services
 from geomail.proto import reply as R
 from geomail.proto.pop3 import POP3Settings
-from geomail.proto.smtp import SMTPSettings
+from geomail.proto.smtp_policy import SMTPSettings
 from geomail.queue.control import ControlServer, socket_path
 from geomail.queue.item import QueueItem, Recipient
 from geomail.queue.queue import Queue

@@ -17,7 +17,7 @@ from geomail.ids import new_id
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
-from geomail.proto.smtp import SessionInfo
+from geomail.proto.smtp_policy import SessionInfo
 from geomail.routing import Resolution, Router
 from geomail.spool import Spool
 from geomail.store.base import Copy, MessageStore

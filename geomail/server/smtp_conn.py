@@ -15,7 +15,8 @@ from geomail.ids import new_id
 from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.reply import Close, Reply, StartTLS
-from geomail.proto.smtp import SessionInfo, SMTPHandler, SMTPSession, SMTPSettings, State
+from geomail.proto.smtp import SMTPSession, State
+from geomail.proto.smtp_policy import SessionInfo, SMTPHandler, SMTPSettings
 from geomail.server.listener import ConnectionTracker, ShuttingDown
 from geomail.server.tls import TLSContextHolder, TLSHandshakeError, tls_description, wrap_server
 

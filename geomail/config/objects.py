@@ -1,0 +1,167 @@
+"""The configuration objects: frozen, typed, with every default in its field."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+KiB = 1024
+MiB = 1024 * KiB
+
+LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http")
+STORE_FORMATS = ("maildir", "mbox")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One listening socket: what it serves and where."""
+
+    kind: str  # one of LISTENER_KINDS
+    host: str  # an IP literal ("127.0.0.1", "::1", "0.0.0.0", "::")
+    port: int  # 0 asks the kernel for a free port (tests)
+    allow_plaintext_auth: bool = False  # AUTH/USER/PASS without TLS (127.0.0.1 set-ups only)
+
+    @property
+    def implicit_tls(self) -> bool:
+        """True for the ports that speak TLS from the first byte (RFC 8314)."""
+        return self.kind in ("submissions", "pop3s")
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as written in the config (IPv6 in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every bound on what a client may make the server do; RFC 5321 4.5.3 for the SMTP ones."""
+
+    max_message_size: int = 25 * MiB  # SIZE (RFC 1870), enforced while reading
+    max_recipients: int = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
+    max_connections: int = 2000  # across all listeners
+    max_connections_per_ip: int = 20
+    command_timeout: float = 300.0  # RFC 5321 4.5.3.2.7: server timeout 5 minutes
+    data_timeout: float = 600.0  # wait for each block of message data
+    max_line_length: int = 1000  # text line incl. CRLF, RFC 5321 4.5.3.1.6
+    max_command_length: int = 512  # command line incl. CRLF, RFC 5321 4.5.3.1.4
+    max_bad_commands: int = 10  # unknown/out-of-sequence commands before 421 and close
+    max_auth_failures: int = 5  # failed logins per client IP before it is blocked
+    auth_block_time: float = 900.0  # how long a blocked IP stays blocked
+    tls_handshake_timeout: float = 30.0
+    shutdown_grace: float = 30.0  # SIGTERM: time in-flight sessions get to finish
+    pop3_timeout: float = 600.0  # RFC 1939 3: autologout timer of at least 10 minutes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where and how mailboxes are kept."""
+
+    format: str = "maildir"
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """PEM certificate chain and private key for STARTTLS/STLS and the implicit-TLS ports."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmarthostConfig:
+    """One relay host that takes all remote mail instead of MX delivery."""
+
+    host: str
+    port: int = 587
+    tls: str = "starttls"  # "starttls" or "implicit"; TLS is always required
+    username: str | None = None
+    password: str | None = None
+    verify_tls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Outbound delivery: DNS, retries, bounces, who may relay."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()  # empty: the system resolver
+    mx_port: int = 25
+    smarthost: SmarthostConfig | None = None
+    retry: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+    max_queue_time: float = 5 * 86400.0  # RFC 5321 4.5.4.1: give up after 4-5 days
+    delay_warning: float = 4 * 3600.0  # 0 turns the delay notice off
+    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_connections: int = 50
+    max_connections_per_domain: int = 5
+    max_mx_hosts: int = 5
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0  # RFC 5321 4.5.3.2
+    data_timeout: float = 600.0  # RFC 5321 4.5.3.2.6: end of data
+    dns_timeout: float = 10.0
+    verify_tls: bool = False  # opportunistic STARTTLS to MX hosts is not verified
+
+
+@dataclass(frozen=True, slots=True)
+class DKIMConfig:
+    """DKIM signing keys: one per local domain (the same file may serve several)."""
+
+    selector: str
+    keys: Mapping[str, str]  # domain -> PEM private key path
+
+
+@dataclass(frozen=True, slots=True)
+class SendmailConfig:
+    """The account ``geomail sendmail`` logs in with (else it relies on relay.allow_networks)."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Log level and format of the lines on stderr."""
+
+    level: str = "info"
+    format: str = "text"  # "text" (key=value) or "json"
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """A local mailbox; without a password it receives mail but cannot log in."""
+
+    address: str  # canonical: lower case
+    password_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration, as loaded from one YAML file."""
+
+    hostname: str
+    domains: tuple[str, ...]
+    data_dir: str
+    store: StoreConfig
+    user: str | None = None
+    users: Mapping[str, UserConfig] = field(default_factory=dict)
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    suffix_separator: str = "+"
+    listeners: tuple[ListenerConfig, ...] = ()
+    tls: TLSConfig | None = None
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    dkim: DKIMConfig | None = None
+    limits: Limits = field(default_factory=Limits)
+    log: LogConfig = field(default_factory=LogConfig)
+    http_allow_remote: bool = False
+    sendmail: SendmailConfig | None = None
+    source: str = ""  # the file it came from, for messages
+
+    @property
+    def queue_dir(self) -> str:
+        """Where the outbound queue keeps its items."""
+        return os.path.join(self.data_dir, "queue")
+
+    def listeners_of(self, *kinds: str) -> tuple[ListenerConfig, ...]:
+        """The listeners serving any of ``kinds``."""
+        return tuple(lst for lst in self.listeners if lst.kind in kinds)

@@ -1,0 +1,390 @@
+"""The YAML schema: each section read into its config object, cross-checked, every fault kept."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import re
+from collections.abc import Mapping
+
+from geomail.config.objects import (
+    LISTENER_KINDS,
+    STORE_FORMATS,
+    Config,
+    DKIMConfig,
+    Limits,
+    ListenerConfig,
+    LogConfig,
+    RelayConfig,
+    SendmailConfig,
+    SmarthostConfig,
+    StoreConfig,
+    TLSConfig,
+    UserConfig,
+)
+from geomail.config.values import (
+    _bool,
+    _choice,
+    _int_range,
+    _list,
+    _parse_domain,
+    _parse_mailbox_address,
+    _positive_duration,
+    _positive_size,
+    _Section,
+    _str,
+    normalize_address,
+    normalize_domain,
+    parse_duration,
+    parse_hostport,
+)
+from geomail.errors import ConfigError
+
+
+def _parse_limits(sec: _Section) -> Limits:
+    d = Limits()
+    limits = Limits(
+        max_message_size=sec.get("max_message_size", _positive_size, d.max_message_size),
+        max_recipients=sec.get("max_recipients", _int_range(1, 100_000), d.max_recipients),
+        max_connections=sec.get("max_connections", _int_range(1, 1_000_000), d.max_connections),
+        max_connections_per_ip=sec.get(
+            "max_connections_per_ip", _int_range(1, 1_000_000), d.max_connections_per_ip
+        ),
+        command_timeout=sec.get("command_timeout", _positive_duration, d.command_timeout),
+        data_timeout=sec.get("data_timeout", _positive_duration, d.data_timeout),
+        max_line_length=sec.get("max_line_length", _int_range(1000, 1_000_000), d.max_line_length),
+        max_command_length=sec.get(
+            "max_command_length", _int_range(512, 65536), d.max_command_length
+        ),
+        max_bad_commands=sec.get("max_bad_commands", _int_range(1, 10_000), d.max_bad_commands),
+        max_auth_failures=sec.get("max_auth_failures", _int_range(1, 10_000), d.max_auth_failures),
+        auth_block_time=sec.get("auth_block_time", _positive_duration, d.auth_block_time),
+        tls_handshake_timeout=sec.get(
+            "tls_handshake_timeout", _positive_duration, d.tls_handshake_timeout
+        ),
+        shutdown_grace=sec.get("shutdown_grace", parse_duration, d.shutdown_grace),
+        pop3_timeout=sec.get("pop3_timeout", _positive_duration, d.pop3_timeout),
+    )
+    sec.finish()
+    return limits
+
+
+def _parse_listeners(sec: _Section) -> tuple[ListenerConfig, ...]:
+    listeners: list[ListenerConfig] = []
+    for kind in LISTENER_KINDS:
+        for path, item in _list(sec, kind):
+            allow_plain = False
+            if isinstance(item, dict):
+                sub = _Section(item, path, sec.problems)
+                address = sub.get("address", _str, "")
+                allow_plain = sub.get("allow_plaintext_auth", _bool, False)
+                sub.finish()
+                if not address:
+                    sec.problems.append(f"{path}.address: missing")
+                    continue
+                if allow_plain and kind not in ("submission", "submissions", "pop3", "pop3s"):
+                    sec.problems.append(
+                        f"{path}.allow_plaintext_auth: only submission and pop3 listeners log in"
+                    )
+            else:
+                address = item
+            try:
+                host, port = parse_hostport(address)
+            except ValueError as exc:
+                sec.problems.append(f"{path}: {exc}")
+                continue
+            host = "127.0.0.1" if host == "localhost" else host
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                sec.problems.append(f"{path}: {host!r} is not an IP address to listen on")
+                continue
+            listeners.append(ListenerConfig(kind, host, port, allow_plain))
+    sec.finish()
+    return tuple(listeners)
+
+
+def _parse_store(sec: _Section, data_dir: str) -> StoreConfig:
+    fmt = sec.get("format", _choice(*STORE_FORMATS), "maildir")
+    path = sec.get("path", _str, os.path.join(data_dir, "mail"))
+    sec.finish()
+    return StoreConfig(fmt, os.path.abspath(path))
+
+
+def _parse_tls(sec: _Section) -> TLSConfig | None:
+    cert = sec.get("cert", _str, "")
+    key = sec.get("key", _str, "")
+    sec.finish()
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        sec.problem(None, "needs both 'cert' and 'key'")
+        return None
+    return TLSConfig(os.path.abspath(cert), os.path.abspath(key))
+
+
+def _parse_smarthost(sec: _Section) -> SmarthostConfig | None:
+    hostport = sec.get("host", lambda v: parse_hostport(v, 587), ("", 0))
+    tls = sec.get("tls", _choice("starttls", "implicit"), "")
+    username = sec.get("username", _str, None)
+    password = sec.get("password", _str, None)
+    verify = sec.get("verify_tls", _bool, True)
+    sec.finish()
+    if not hostport[0]:
+        sec.problem("host", "missing (write 'smtp.provider.net:587')")
+        return None
+    if (username is None) != (password is None):
+        sec.problem(None, "needs both 'username' and 'password', or neither")
+    if not tls:
+        tls = "implicit" if hostport[1] == 465 else "starttls"
+    return SmarthostConfig(hostport[0], hostport[1], tls, username, password, verify)
+
+
+def _parse_relay(sec: _Section) -> RelayConfig:
+    d = RelayConfig()
+    nameservers: list[tuple[str, int]] = []
+    for path, item in _list(sec, "nameservers"):
+        try:
+            bare_ipv6 = isinstance(item, str) and ":" in item and "[" not in item \
+                and item.count(":") > 1
+            host, port = (item, 53) if bare_ipv6 else parse_hostport(item, 53)
+            ipaddress.ip_address(host)
+            nameservers.append((host, port))
+        except ValueError:
+            sec.problems.append(f"{path}: {item!r} is not an IP address (with an optional :port)")
+    networks = []
+    for path, item in _list(sec, "allow_networks"):
+        try:
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            sec.problems.append(f"{path}: {item!r} is not a network like '10.0.0.0/8'")
+    retry: list[float] = []
+    for path, item in _list(sec, "retry"):
+        try:
+            retry.append(_positive_duration(item))
+        except ValueError as exc:
+            sec.problems.append(f"{path}: {exc}")
+    smarthost = _parse_smarthost(sec.section("smarthost")) if sec.has("smarthost") else None
+    sec.seen.add("smarthost")
+    relay = RelayConfig(
+        nameservers=tuple(nameservers),
+        mx_port=sec.get("mx_port", _int_range(1, 65535), d.mx_port),
+        smarthost=smarthost,
+        retry=tuple(retry) or d.retry,
+        max_queue_time=sec.get("max_queue_time", _positive_duration, d.max_queue_time),
+        delay_warning=sec.get("delay_warning", parse_duration, d.delay_warning),
+        allow_networks=tuple(networks),
+        max_connections=sec.get("max_connections", _int_range(1, 10_000), d.max_connections),
+        max_connections_per_domain=sec.get(
+            "max_connections_per_domain", _int_range(1, 1000), d.max_connections_per_domain
+        ),
+        max_mx_hosts=sec.get("max_mx_hosts", _int_range(1, 50), d.max_mx_hosts),
+        connect_timeout=sec.get("connect_timeout", _positive_duration, d.connect_timeout),
+        command_timeout=sec.get("command_timeout", _positive_duration, d.command_timeout),
+        data_timeout=sec.get("data_timeout", _positive_duration, d.data_timeout),
+        dns_timeout=sec.get("dns_timeout", _positive_duration, d.dns_timeout),
+        verify_tls=sec.get("verify_tls", _bool, d.verify_tls),
+    )
+    sec.finish()
+    return relay
+
+
+def _parse_dkim(sec: _Section, domains: tuple[str, ...]) -> DKIMConfig | None:
+    selector = sec.get("selector", _str, "geomail")
+    single = sec.get("key", _str, "")
+    keys: dict[str, str] = {}
+    per_domain = sec.section("keys")
+    for domain in per_domain.raw:
+        try:
+            name = _parse_domain(domain)
+        except ValueError as exc:
+            per_domain.problem(str(domain), str(exc))
+            continue
+        path = per_domain.get(domain, _str, "")
+        if name not in domains:
+            per_domain.problem(str(domain), "is not one of the local 'domains'")
+        elif path:
+            keys[name] = os.path.abspath(path)
+    sec.finish()
+    if single:
+        for domain in domains:
+            keys.setdefault(domain, os.path.abspath(single))
+    if not keys:
+        sec.problem(None, "needs 'key' (one key for every domain) or 'keys' (per domain)")
+        return None
+    if not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", selector):
+        sec.problem("selector", f"{selector!r} is not a valid DNS label")
+    return DKIMConfig(selector, keys)
+
+
+def _parse_password(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected the hash printed by 'geomail passwd'")
+    if not value.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
+        raise ValueError(
+            "looks like a plain-text password; run 'geomail passwd' and paste the hash it prints"
+        )
+    return value
+
+
+def _parse_users(sec: _Section, domains: tuple[str, ...]) -> dict[str, UserConfig]:
+    users: dict[str, UserConfig] = {}
+    for raw_address, spec in sec.raw.items():
+        sec.seen.add(raw_address)
+        path = sec.key_path(str(raw_address))
+        try:
+            address = _parse_mailbox_address(raw_address)
+        except ValueError as exc:
+            sec.problems.append(f"{path}: {exc}")
+            continue
+        if address.rpartition("@")[2] not in domains:
+            sec.problems.append(f"{path}: the domain is not one of the local 'domains'")
+        if address in users:
+            sec.problems.append(f"{path}: duplicate user (addresses ignore case)")
+        user = _Section(spec, path, sec.problems)
+        password = user.get("password", _parse_password, None)
+        user.finish()
+        users[address] = UserConfig(address, password)
+    return users
+
+
+def _parse_aliases(sec: _Section, domains: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    aliases: dict[str, tuple[str, ...]] = {}
+    for raw_key, targets in sec.raw.items():
+        sec.seen.add(raw_key)
+        path = sec.key_path(str(raw_key))
+        key = str(raw_key).strip()
+        try:
+            if key.startswith("@"):
+                key = "@" + _parse_domain(key[1:])
+            else:
+                key = _parse_mailbox_address(key)
+        except ValueError as exc:
+            sec.problems.append(f"{path}: {exc}")
+            continue
+        if key.rpartition("@")[2] not in domains:
+            sec.problems.append(f"{path}: aliases are for the local 'domains' only")
+        items = targets if isinstance(targets, list) else [targets]
+        expanded = []
+        for i, target in enumerate(items):
+            try:
+                expanded.append(normalize_address(_str(target)))
+            except ValueError as exc:
+                where = f"{path}[{i}]" if isinstance(targets, list) else path
+                sec.problems.append(f"{where}: {exc}")
+        if not expanded:
+            sec.problems.append(f"{path}: needs at least one target address")
+        aliases[key] = tuple(expanded)
+    return aliases
+
+
+def _check_alias_targets(
+    aliases: Mapping[str, tuple[str, ...]], users: Mapping[str, UserConfig],
+    domains: tuple[str, ...], problems: list[str],
+) -> None:
+    """Local targets must exist; alias chains may not loop."""
+    for key, targets in aliases.items():
+        for target in targets:
+            domain = target.rpartition("@")[2]
+            if domain in domains and target not in users and target not in aliases:
+                problems.append(f"aliases.{key}: target {target!r} is neither a user nor an alias")
+
+    def walk(address: str, trail: tuple[str, ...]) -> None:
+        for target in aliases.get(address, ()):
+            if target in trail:
+                chain = " -> ".join((*trail, target))
+                problems.append(f"aliases.{trail[0]}: alias loop {chain}")
+                return
+            walk(target, (*trail, target))
+
+    for key in aliases:
+        walk(key, (key,))
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def parse_config(raw: object, source: str = "") -> Config:
+    """Turn the YAML document ``raw`` into a ``Config``; raises ``ConfigError`` with every fault."""
+    problems: list[str] = []
+    top = _Section(raw, "", problems)
+    hostname = top.get("hostname", _parse_domain, normalize_domain(platform.node() or "localhost"))
+    domains: list[str] = []
+    for path, item in _list(top, "domains"):
+        try:
+            domain = _parse_domain(item)
+        except ValueError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        if domain in domains:
+            problems.append(f"{path}: duplicate domain {domain!r}")
+        domains.append(domain)
+    if not domains:
+        problems.append("domains: list at least one domain to receive mail for")
+    domain_tuple = tuple(domains)
+    data_dir = os.path.abspath(top.get("data_dir", _str, "/var/lib/geomail"))
+    user = top.get("user", _str, None)
+    store = _parse_store(top.section("store"), data_dir)
+    users = _parse_users(top.section("users"), domain_tuple)
+    aliases = _parse_aliases(top.section("aliases"), domain_tuple)
+    _check_alias_targets(aliases, users, domain_tuple, problems)
+    separator = top.get("suffix_separator", lambda v: "" if v == "" else _str(v), "+")
+    if any(c in separator for c in "@ \t"):
+        problems.append("suffix_separator: may not contain '@' or spaces")
+    listeners = _parse_listeners(top.section("listen"))
+    tls = _parse_tls(top.section("tls"))
+    relay = _parse_relay(top.section("relay"))
+    dkim = _parse_dkim(top.section("dkim"), domain_tuple) if top.has("dkim") else None
+    top.seen.add("dkim")
+    limits = _parse_limits(top.section("limits"))
+    log_sec = top.section("log")
+    log = LogConfig(
+        level=log_sec.get("level", _choice("debug", "info", "warning", "error"), "info"),
+        format=log_sec.get("format", _choice("text", "json"), "text"),
+    )
+    log_sec.finish()
+    http_allow_remote = top.get("http_allow_remote", _bool, False)
+    sendmail = None
+    if top.has("sendmail"):
+        sec = top.section("sendmail")
+        username, password = sec.get("username", _str, ""), sec.get("password", _str, "")
+        sec.finish()
+        if username and password:
+            sendmail = SendmailConfig(username, password)
+        else:
+            sec.problem(None, "needs both 'username' and 'password'")
+    top.seen.add("sendmail")
+    top.finish()
+
+    if tls is None:
+        for lst in listeners:
+            if lst.implicit_tls:
+                problems.append(f"listen.{lst.kind}: {lst.address} needs a 'tls' certificate")
+    for lst in listeners:
+        remote = not ipaddress.ip_address(lst.host).is_loopback
+        if lst.kind == "http" and remote and not http_allow_remote:
+            problems.append(
+                f"listen.http: {lst.address} is not a loopback address; "
+                "set 'http_allow_remote: true' to expose health and metrics"
+            )
+    if not any(lst.kind != "http" for lst in listeners):
+        problems.append("listen: no smtp, submission or pop3 listener configured")
+    seen_addresses: dict[tuple[str, int], str] = {}
+    for lst in listeners:
+        if lst.port and (lst.host, lst.port) in seen_addresses:
+            problems.append(
+                f"listen.{lst.kind}: {lst.address} is already used by "
+                f"listen.{seen_addresses[(lst.host, lst.port)]}"
+            )
+        seen_addresses[(lst.host, lst.port)] = lst.kind
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        hostname=hostname, domains=domain_tuple, data_dir=data_dir, store=store, user=user,
+        users=users, aliases=aliases, suffix_separator=separator, listeners=listeners, tls=tls,
+        relay=relay, dkim=dkim, limits=limits, log=log, http_allow_remote=http_allow_remote,
+        sendmail=sendmail, source=source,
+    )
