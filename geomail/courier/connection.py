@@ -173,19 +173,13 @@ class SMTPConnection:
             # Anything sent before the handshake is unauthenticated plain text (CVE-2011-0411).
             self.usable = False
             raise ConnectionLost(f"{self.remote_mta} sent data after its STARTTLS reply")
-        self.sock.settimeout(self.timeouts.command)
-        try:
-            self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
-        except (OSError, ValueError) as exc:
-            self.usable = False
-            raise ConnectionLost(f"TLS handshake with {self.remote_mta} failed: "
-                                 f"{_describe(exc)}", 454, "4.7.5") from exc
-        self._note_tls(context)
+        self.wrap_tls(context, server_hostname)
         self.hello(hostname)
         return True
 
-    def wrap_implicit_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
-        """TLS from the first byte (RFC 8314); the caller reads the greeting afterwards."""
+    def wrap_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """The client TLS handshake: after STARTTLS, or from the first byte (RFC 8314, the
+        caller then reads the greeting)."""
         self.sock.settimeout(self.timeouts.command)
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)

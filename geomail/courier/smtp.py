@@ -283,7 +283,7 @@ def _open_implicit(name: str, address: str, port: int, timeouts: Timeouts,
         sock.close()
         raise ConnectionLost(f"cannot connect to {name} [{address}]:{port}: {exc}") from exc
     conn = SMTPConnection(sock, name, address, port, timeouts)
-    conn.wrap_implicit_tls(context, name)
+    conn.wrap_tls(context, name)
     greeting = conn.read_reply("greeting")
     if greeting.code != 220:
         conn.close()

@@ -7,11 +7,12 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gevent.baseserver import BaseServer
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from geomail import maillog
 from geomail.config import ListenerConfig
+from geomail.server.listener import BoundServer
 
 log = logging.getLogger(__name__)
 
@@ -21,42 +22,22 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-class HealthServer:
+class HealthServer(BoundServer):
     """Serves ``GET /healthz`` (200 when ``problems()`` is empty, else 503 listing them) and
     ``GET /metrics`` (``render()``, Prometheus text format)."""
 
     def __init__(self, config: ListenerConfig, problems: Callable[[], list[str]],
                  render: Callable[[], str]) -> None:
-        self.config = config
+        super().__init__(config)
         self._problems = problems
         self._render = render
-        self._server: WSGIServer | None = None
 
-    def bind(self) -> None:
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.create_server((self.config.host, self.config.port), family=family)
-        self._server = WSGIServer(sock, self.app, spawn=Pool(MAX_CONNECTIONS), log=None,
-                                  error_log=log)
-
-    def start(self) -> None:
-        if self._server is None:
-            self.bind()
-        assert self._server is not None
-        self._server.start()
-        maillog.listening(self.config.kind, self.address)
+    def _make_server(self, sock: socket.socket) -> BaseServer:
+        return WSGIServer(sock, self.app, spawn=Pool(MAX_CONNECTIONS), log=None, error_log=log)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(timeout=1)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port) if self._server else self.config.port
-
-    @property
-    def address(self) -> str:
-        host = self.config.host
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The WSGI application."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import gevent
+from gevent.baseserver import BaseServer
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -95,28 +96,24 @@ class ConnectionTracker:
 Handler = Callable[[socket.socket, tuple[str, int]], None]
 
 
-class Listener:
-    """One listening address: accepts, applies the connection limits, spawns ``serve``."""
+class BoundServer:
+    """A gevent server on one configured address: bound early (as root, before privileges are
+    dropped), started later. IPv6 sockets are IPv6-only, so ``0.0.0.0:25`` and ``[::]:25``
+    can both be listed."""
 
-    def __init__(self, config: ListenerConfig, serve: Handler, tracker: ConnectionTracker,
-                 refusals: dict[str, bytes], pool: Pool) -> None:
+    def __init__(self, config: ListenerConfig) -> None:
         self.config = config
-        self._serve = serve
-        self._tracker = tracker
-        self._refusals = refusals
-        self._pool = pool
-        self._server: StreamServer | None = None
-        self.open = 0  # connections open on this listener now (metrics)
+        self._server: BaseServer | None = None
+
+    def _make_server(self, sock: socket.socket) -> BaseServer:
+        raise NotImplementedError
 
     def bind(self) -> None:
-        """Open the listening socket (as root, before privileges are dropped).
-
-        IPv6 sockets are IPv6-only, so ``0.0.0.0:25`` and ``[::]:25`` can both be listed.
-        """
+        """Open the listening socket."""
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.create_server((self.config.host, self.config.port), family=family,
                                     backlog=1024)
-        self._server = StreamServer(sock, self._handle, spawn=self._pool)
+        self._server = self._make_server(sock)
 
     def start(self) -> None:
         if self._server is None:
@@ -142,6 +139,22 @@ class Listener:
         """Stop accepting; connections already open are left to the tracker's drain."""
         if self._server is not None:
             self._server.close()
+
+
+class Listener(BoundServer):
+    """One mail listening address: accepts, applies the connection limits, spawns ``serve``."""
+
+    def __init__(self, config: ListenerConfig, serve: Handler, tracker: ConnectionTracker,
+                 refusals: dict[str, bytes], pool: Pool) -> None:
+        super().__init__(config)
+        self._serve = serve
+        self._tracker = tracker
+        self._refusals = refusals
+        self._pool = pool
+        self.open = 0  # connections open on this listener now (metrics)
+
+    def _make_server(self, sock: socket.socket) -> BaseServer:
+        return StreamServer(sock, self._handle, spawn=self._pool)
 
     def _handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
         ip = _plain_ip(address[0])
