@@ -78,16 +78,14 @@ class JSONFormatter(logging.Formatter):
 
 class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes log lines in batches: under load a busy server logs several lines per message,
-    and one write(2) per line would cost as much as the mail itself. Lines wait at most
-    ``interval`` seconds (a SIGKILL loses no more than that); warnings and errors go out at
-    once, with everything before them."""
+    and one write(2) per line would cost as much as the mail itself. The lines logged during
+    one turn of the event loop go out together at its end; warnings and errors at once."""
 
-    def __init__(self, stream: Any, interval: float = 0.2) -> None:
+    def __init__(self, stream: Any) -> None:
         super().__init__(io.TextIOWrapper(io.BufferedWriter(io.FileIO(stream.fileno(), "w",
                                                                       closefd=False), 1 << 16),
                                           encoding="utf-8", errors="replace"))
-        self.interval = interval
-        self._flusher: Any = None
+        self._scheduled = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -97,13 +95,14 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         if record.levelno >= logging.WARNING:
             self.flush()
-        elif self._flusher is None:
+        elif not self._scheduled:
             import gevent
 
-            self._flusher = gevent.spawn_later(self.interval, self._flush_later)
+            self._scheduled = True
+            gevent.get_hub().loop.run_callback(self._flush_batch)
 
-    def _flush_later(self) -> None:
-        self._flusher = None
+    def _flush_batch(self) -> None:
+        self._scheduled = False
         self.flush()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -18,9 +17,6 @@ from geomail import maillog
 from geomail.config import ListenerConfig
 
 log = logging.getLogger(__name__)
-
-QUIET_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
-                          errno.ETIMEDOUT, errno.EBADF})
 
 
 class ShuttingDown(Exception):
@@ -93,7 +89,7 @@ class ConnectionTracker:
             conn.interrupt()
 
 
-Handler = Callable[[socket.socket, tuple[str, int]], None]
+Handler = Callable[[socket.socket, tuple[str, int], Callable[[object], None]], None]
 
 
 class BoundServer:
@@ -165,19 +161,27 @@ class Listener(BoundServer):
                 sock.sendall(self._refusals.get(reason, b""))
             return
         self.open += 1
+        # The connection owns its socket from here on: it may outlive this greenlet (parked
+        # while idle, see server/connection.py), so StreamServer must not close it on return.
+        own = socket.socket(fileno=sock.detach())
+        released = False
+
+        def ended(_connection: object) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open -= 1
+                self._tracker.release(ip)
+
         try:
-            self._serve(sock, (ip, address[1]))
+            self._serve(own, (ip, address[1]), ended)
         except gevent.GreenletExit:
-            pass
-        except OSError as exc:
-            level = logging.DEBUG if exc.errno in QUIET_ERRNOS else logging.INFO
-            log.log(level, "connection error service=%s client=%s error=%s",
-                    self.config.kind, ip, exc)
+            own.close()
+            ended(None)
         except Exception:
             log.exception("bug in connection service=%s client=%s", self.config.kind, ip)
-        finally:
-            self.open -= 1
-            self._tracker.release(ip)
+            own.close()
+            ended(None)
 
 
 def _plain_ip(host: str) -> str:

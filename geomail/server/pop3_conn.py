@@ -7,8 +7,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import gevent
-
 from geomail import maillog
 from geomail.config import Limits
 from geomail.errors import StoreError
@@ -25,7 +23,8 @@ from geomail.proto.pop3 import (
     top_of_message,
 )
 from geomail.proto.reply import Close, StartTLS
-from geomail.server.listener import ConnectionTracker, ShuttingDown
+from geomail.server.connection import Connection
+from geomail.server.listener import ConnectionTracker
 from geomail.server.tls import TLSContextHolder, TLSHandshakeError, wrap_server
 
 log = logging.getLogger(__name__)
@@ -48,100 +47,91 @@ class POP3Service:
     tracker: ConnectionTracker
     tls: TLSContextHolder | None = None
 
-    def serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
+    def serve(self, sock: socket.socket, address: tuple[str, int],
+              on_end: Callable[[Connection], None]) -> None:
         """Listener entry point: one call per accepted connection, in its own greenlet."""
-        POP3Connection(self, sock, address).serve()
+        POP3Connection(self, sock, address, on_end).run()
 
 
-class POP3Connection:
+class POP3Connection(Connection):
     """One client connection: feeds the session and carries out its outputs."""
 
-    __slots__ = ("_greenlet", "_out", "_out_size", "_waiting", "client", "service", "session",
-                 "sock")
+    __slots__ = ("_greeted", "_out", "_out_size", "service", "session")
 
-    def __init__(self, service: POP3Service, sock: socket.socket,
-                 address: tuple[str, int]) -> None:
+    goodbye_shutdown = BYE_SHUTDOWN
+    goodbye_timeout = BYE_TIMEOUT
+
+    def __init__(self, service: POP3Service, sock: socket.socket, address: tuple[str, int],
+                 on_end: Callable[[Connection], None]) -> None:
+        super().__init__(sock, address[0], new_id(), on_end)
         self.service = service
-        self.sock = sock
-        self.client = address[0]
         self.session = POP3Session(service.handler, address[0], service.settings,
                                    tls_active=service.kind == "pop3s")
-        self._greenlet = gevent.getcurrent()
-        self._waiting = False
+        self._greeted = False
         self._out: list[bytes] = []
         self._out_size = 0
+        service.tracker.register(self)
+        maillog.connect(self.session_id, service.kind, self.client)
 
     @property
-    def idle(self) -> bool:
+    def service_kind(self) -> str:
+        return self.service.kind
+
+    @property
+    def timeout(self) -> float:
+        return self.service.limits.pop3_timeout  # RFC 1939 3: the autologout timer
+
+    @property
+    def in_transaction(self) -> bool:
         # A POP3 session can always be cut: without QUIT nothing is deleted (RFC 1939 6).
-        return self._waiting
+        return False
 
-    def interrupt(self) -> None:
-        gevent.kill(self._greenlet, ShuttingDown)  # asynchronous: never waits
+    def finished(self, reason: str) -> None:
+        self.service.tracker.unregister(self)
+        self.session.abort()
+        maillog.disconnect(self.session_id, self.client, reason)
 
-    def serve(self) -> None:
-        service = self.service
-        reason = "quit"
-        service.tracker.register(self)
-        session_id = new_id()
-        maillog.connect(session_id, service.kind, self.client)
-        try:
-            if service.kind == "pop3s":
-                self._start_tls()
-            self.sock.sendall(self.session.greeting())
-            reason = self._converse()
-        except ShuttingDown:
-            reason = "shutdown"
-            self._send_quietly(BYE_SHUTDOWN)
-        except TLSHandshakeError as exc:
-            reason = f"tls-failed ({exc.reason})"
-            maillog.tls_failed(service.kind, self.client, exc.reason)
-        except OSError as exc:
-            reason = f"error ({exc.strerror or type(exc).__name__})"
-        except StoreError as exc:  # in the middle of a message: the client sees no "."
-            log.error("pop3-read-failed user=%s error=%s", self.session.user, exc)
-            reason = "store-error"
-        finally:
-            service.tracker.unregister(self)
-            self.session.abort()
-            self.sock.close()
-            maillog.disconnect(session_id, self.client, reason)
-
-    def _converse(self) -> str:
+    def converse(self) -> str:
+        """The command loop (re-entered after parking); returns why the conversation ended."""
         session, tracker = self.session, self.service.tracker
-        self.sock.settimeout(self.service.limits.pop3_timeout)
+        if not self._greeted:
+            if self.service.kind == "pop3s":
+                self._start_tls()
+            self.sock.sendall(session.greeting())
+            self._greeted = True
         while True:
-            self._waiting = True
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self.receive(RECV_SIZE)
             except TimeoutError:
-                self._send_quietly(BYE_TIMEOUT)
+                self.send_quietly(BYE_TIMEOUT)
                 return "timeout"
-            finally:
-                self._waiting = False
-            outputs = self._advance(session.feed, data)
-            while outputs:
-                for output in outputs:
-                    if isinstance(output, Send):
-                        self._queue(output.data)
-                    elif isinstance(output, SendMessage):
-                        self._stream(output)
-                    elif isinstance(output, StartTLS):
-                        self._flush()
-                        self._start_tls()
-                        session.tls_started()
-                    elif isinstance(output, Close):
-                        self._flush()
-                        if session.commit_error is not None:
-                            log.error("pop3-commit-failed user=%s error=%s", session.user,
-                                      session.commit_error)
-                        return "quit" if data else "eof"
-                outputs = self._advance(session.resume)  # commands pipelined after a RETR
+            try:
+                outputs = self._advance(session.feed, data)
+                while outputs:
+                    for output in outputs:
+                        if isinstance(output, Send):
+                            self._queue(output.data)
+                        elif isinstance(output, SendMessage):
+                            self._stream(output)
+                        elif isinstance(output, StartTLS):
+                            self._flush()
+                            self._start_tls()
+                            session.tls_started()
+                        elif isinstance(output, Close):
+                            self._flush()
+                            if session.commit_error is not None:
+                                log.error("pop3-commit-failed user=%s error=%s", session.user,
+                                          session.commit_error)
+                            return "quit" if data else "eof"
+                    outputs = self._advance(session.resume)  # commands pipelined after a RETR
+            except StoreError as exc:  # in the middle of a message: the client sees no "."
+                log.error("pop3-read-failed user=%s error=%s", session.user, exc)
+                return "store-error"
             if outputs is None:
                 return "internal-error"
             self._flush()
             if tracker.draining and session.state is not State.CLOSED:
-                self._send_quietly(BYE_SHUTDOWN)
+                self.send_quietly(BYE_SHUTDOWN)
                 return "shutdown"
 
     def _advance(self, step: Callable[..., list[Output]], *args: bytes) -> list[Output] | None:
@@ -150,7 +140,7 @@ class POP3Connection:
             return step(*args)
         except Exception:  # a bug: never a traceback to the client
             log.exception("bug in pop3 session client=%s", self.client)
-            self._send_quietly(b"-ERR [SYS/TEMP] Internal error\r\n")
+            self.send_quietly(b"-ERR [SYS/TEMP] Internal error\r\n")
             return None
 
     def _stream(self, output: SendMessage) -> None:
@@ -198,11 +188,11 @@ class POP3Connection:
         limits = self.service.limits
         self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
         maillog.tls_ok(self.service.kind)
-        self.sock.settimeout(self.service.limits.pop3_timeout)
 
-    def _send_quietly(self, data: bytes) -> None:
+    def send_quietly(self, data: bytes) -> None:
+        """Send what is queued, then ``data``; ignore a client that is already gone."""
         try:
             self._flush()
-            self.sock.sendall(data)
         except OSError:
-            pass
+            return
+        super().send_quietly(data)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import gevent
 
 from geomail import maillog
 from geomail.config import Limits
@@ -17,7 +15,8 @@ from geomail.proto import reply as R
 from geomail.proto.reply import Close, Reply, StartTLS
 from geomail.proto.smtp import SMTPSession, State
 from geomail.proto.smtp_policy import SessionInfo, SMTPHandler, SMTPSettings
-from geomail.server.listener import ConnectionTracker, ShuttingDown
+from geomail.server.connection import Connection
+from geomail.server.listener import ConnectionTracker
 from geomail.server.tls import TLSContextHolder, TLSHandshakeError, tls_description, wrap_server
 
 log = logging.getLogger(__name__)
@@ -38,103 +37,89 @@ class SMTPService:
     tracker: ConnectionTracker
     tls: TLSContextHolder | None = None
 
-    def serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
+    def serve(self, sock: socket.socket, address: tuple[str, int],
+              on_end: Callable[[Connection], None]) -> None:
         """Listener entry point: one call per accepted connection, in its own greenlet."""
-        SMTPConnection(self, sock, address).serve()
+        SMTPConnection(self, sock, address, on_end).run()
 
 
-class SMTPConnection:
+class SMTPConnection(Connection):
     """One client connection: feeds received bytes to the session and carries out its outputs."""
 
-    __slots__ = ("_greenlet", "_waiting", "service", "session", "sock")
+    __slots__ = ("_greeted", "service", "session")
 
-    def __init__(self, service: SMTPService, sock: socket.socket,
-                 address: tuple[str, int]) -> None:
+    goodbye_shutdown = R.R421_SHUTTING_DOWN.wire
+    goodbye_timeout = R.R421_TIMEOUT.wire
+
+    def __init__(self, service: SMTPService, sock: socket.socket, address: tuple[str, int],
+                 on_end: Callable[[Connection], None]) -> None:
+        super().__init__(sock, address[0], new_id(), on_end)
         self.service = service
-        self.sock = sock
-        info = SessionInfo(new_id(), address[0], address[1], service.kind)
+        info = SessionInfo(self.session_id, address[0], address[1], service.kind)
         trace = self._trace if transcript.isEnabledFor(logging.DEBUG) else None
         self.session = SMTPSession(service.handler, info, service.settings, trace)
-        self._greenlet = gevent.getcurrent()
-        self._waiting = False
+        self._greeted = False
+        service.tracker.register(self)
+        maillog.connect(self.session_id, service.kind, self.client)
 
     @property
-    def idle(self) -> bool:
-        return self._waiting and self.session.state in IDLE_STATES
+    def service_kind(self) -> str:
+        return self.service.kind
 
-    def interrupt(self) -> None:
-        gevent.kill(self._greenlet, ShuttingDown)  # asynchronous: never waits
+    @property
+    def timeout(self) -> float:
+        # RFC 5321 4.5.3.2: one limit while waiting for a command, a longer one for data.
+        limits = self.service.limits
+        return limits.data_timeout if self.session.reading_data else limits.command_timeout
 
-    def serve(self) -> None:
-        service, info = self.service, self.session.info
-        reason = "quit"
-        service.tracker.register(self)
-        maillog.connect(info.session_id, service.kind, info.peer_ip)
-        try:
-            if service.kind == "submissions":
+    @property
+    def in_transaction(self) -> bool:
+        return self.session.state not in IDLE_STATES
+
+    def finished(self, reason: str) -> None:
+        self.service.tracker.unregister(self)
+        self.session.abort()
+        maillog.disconnect(self.session_id, self.client, reason, self.session.accepted)
+
+    def converse(self) -> str:
+        """The command loop (re-entered after parking); returns why the conversation ended."""
+        session, tracker = self.session, self.service.tracker
+        if not self._greeted:
+            if self.service.kind == "submissions":
                 self._start_tls()
-            self._send(self.session.greeting().wire)
-            reason = self._converse()
-        except ShuttingDown:
-            reason = "shutdown"
-            self._send_quietly(R.R421_SHUTTING_DOWN.wire)
-        except TLSHandshakeError as exc:
-            reason = f"tls-failed ({exc.reason})"
-            maillog.tls_failed(service.kind, info.peer_ip, exc.reason)
-        except OSError as exc:
-            reason = f"error ({exc.strerror or type(exc).__name__})"
-        finally:
-            service.tracker.unregister(self)
-            self.session.abort()
-            self.sock.close()
-            maillog.disconnect(info.session_id, info.peer_ip, reason, self.session.accepted)
-
-    def _converse(self) -> str:
-        """The command loop; returns why the conversation ended."""
-        session, limits, tracker = self.session, self.service.limits, self.service.tracker
-        timeout = 0.0
+            self.sock.sendall(session.greeting().wire)
+            self._greeted = True
         while True:
-            wanted = limits.data_timeout if session.reading_data else limits.command_timeout
-            if wanted != timeout:  # RFC 5321 4.5.3.2: one timeout per command, another for data
-                timeout = wanted
-                self.sock.settimeout(timeout)
-            self._waiting = True
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self.receive(RECV_SIZE)
             except TimeoutError:
-                self._send_quietly(R.R421_TIMEOUT.wire)
+                self.send_quietly(R.R421_TIMEOUT.wire)
                 return "timeout"
-            finally:
-                self._waiting = False
-            pending: list[bytes] = []
             try:
                 outputs = session.feed(data)
             except Exception:  # a bug: never a traceback to the client (DESIGN, errors)
-                log.exception("bug in session session=%s", session.info.session_id)
-                self._send_quietly(R.R451_LOCAL_ERROR.wire)
+                log.exception("bug in session session=%s", self.session_id)
+                self.send_quietly(R.R451_LOCAL_ERROR.wire)
                 return "internal-error"
+            pending: list[bytes] = []
             for output in outputs:
                 if isinstance(output, Reply):
                     pending.append(output.wire)
-                    if self._trace_enabled:
+                    if transcript.isEnabledFor(logging.DEBUG):
                         self._trace("<-", str(output))
                 elif isinstance(output, StartTLS):
-                    self._send(b"".join(pending))
+                    self.sock.sendall(b"".join(pending))
                     pending = []
                     self._start_tls()
                     session.tls_started(session.info.tls or "TLS")
                 elif isinstance(output, Close):
-                    self._send_quietly(b"".join(pending))
+                    self.send_quietly(b"".join(pending))
                     return "quit" if data else "eof"
             if pending:
-                self._send(b"".join(pending))
+                self.sock.sendall(b"".join(pending))
             if tracker.draining and session.state in IDLE_STATES:
-                self._send_quietly(R.R421_SHUTTING_DOWN.wire)
+                self.send_quietly(R.R421_SHUTTING_DOWN.wire)
                 return "shutdown"
-
-    @property
-    def _trace_enabled(self) -> bool:
-        return transcript.isEnabledFor(logging.DEBUG)
 
     def _start_tls(self) -> None:
         holder = self.service.tls
@@ -145,14 +130,6 @@ class SMTPConnection:
         maillog.tls_ok(self.service.kind)
         self.session.info.tls = tls_description(self.sock)  # type: ignore[arg-type]
 
-    def _send(self, data: bytes) -> None:
-        if data:
-            self.sock.sendall(data)
-
-    def _send_quietly(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            self._send(data)
-
     def _trace(self, direction: str, text: str) -> None:
-        event(transcript, logging.DEBUG, "transcript", session=self.session.info.session_id,
+        event(transcript, logging.DEBUG, "transcript", session=self.session_id,
               dir=direction, line=text)

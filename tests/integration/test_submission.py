@@ -566,7 +566,7 @@ def test_sighup_reloads_the_certificate(tmp_path, ca, client_tls):
         wait_for(new_certificate_served, timeout=10, interval=0.05, message="the new cert")
         with pytest.raises(ssl.SSLCertVerificationError):
             Dialog(port, tls=client_tls).close()
-        assert "tls-reloaded" in server.log()
+        wait_for(lambda: "tls-reloaded" in server.log(), timeout=10, message="the reload log line")
 
         old.cmd("NOOP", "250 2.0.0")  # the connection from before the reload still works
         old.cmd("MAIL FROM:<alice@example.com>", "250 2.1.0")
