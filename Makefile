@@ -27,8 +27,11 @@ binary: dist/geomail
 dist/geomail: $(VENV)/.installed-build build.spec $(shell find geomail -name '*.py')
 	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN build.spec
 
+# geomail side by side with smtp-sink, Postfix, aiosmtpd and Dovecot (bench/README.md): as root,
+# ~12 min; BENCH_ARGS="--quick --reps 1 --reps-cheap 1 --lat-reps 1" for a smoke run.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/smtp_inbound.py
+	PYTHON=$(abspath $(BIN))/python GEOMAIL_CMD=$${GEOMAIL_CMD:-$(abspath $(BIN))/geomail} \
+		bench/peers.sh $(BENCH_ARGS)
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -55,4 +58,4 @@ $(DEV_CERT):
 	chmod 600 var/tls/key.pem
 
 clean:
-	rm -rf build dist var bench/run
+	rm -rf build dist var bench/run bench/tools/fsyncbench bench/tools/tcprtt bench/tools/smtplat
