@@ -21,11 +21,14 @@ def _escape_control(text: str) -> str:
         m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\\\x00-\x1f\x7f]')
+
+
 def render_value(value: object) -> str:
     """A value as it appears after ``key=``: quoted when it has spaces, quotes or is empty;
     control characters escaped, so no value can start a fake log line."""
-    text = str(value)
-    if text == "" or any(c in text for c in ' "=\\') or _CONTROL.search(text):
+    text = value if isinstance(value, str) else str(value)
+    if text == "" or _NEEDS_QUOTES.search(text):
         escaped = _escape_control(text.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
     return text
@@ -38,9 +41,15 @@ def event(logger: logging.Logger, level: int, name: str, **fields: object) -> No
         logger.log(level, name, extra={EVENT_FIELDS: clean})
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    global _second
+    whole = int(record.created)
+    if _second[0] != whole:  # strftime once per second, not once per line
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(record.msecs):03d}Z"
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -120,3 +129,9 @@ def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Records need no caller, thread or process: computing them (a stack walk, a fake thread
+    # object per greenlet under gevent) cost more than the rest of a log line.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

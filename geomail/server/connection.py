@@ -38,8 +38,8 @@ class Connection:
     ``receive``), ``timeout`` (the current wait limit), ``idle`` (no transaction in progress)
     and the goodbye lines; ``serve`` runs the first greenlet."""
 
-    __slots__ = ("_greenlet", "_on_end", "_parked", "_waiting", "_watchers", "client",
-                 "session_id", "sock")
+    __slots__ = ("_greenlet", "_on_end", "_parked", "_short_timeout", "_waiting", "_watchers",
+                 "client", "session_id", "sock")
 
     goodbye_shutdown = b""
     goodbye_timeout = b""
@@ -53,6 +53,7 @@ class Connection:
         self._greenlet: gevent.Greenlet | None = None
         self._waiting = False
         self._parked = False
+        self._short_timeout = False  # the socket timeout is PARK_AFTER, not the real limit
         self._watchers: tuple[Any, Any] | None = None
 
     # ---- for subclasses ---------------------------------------------------------------------
@@ -119,6 +120,7 @@ class Connection:
         limit = self.timeout
         parkable = limit > PARK_AFTER and not _tls_pending(self.sock)
         self.sock.settimeout(PARK_AFTER if parkable else limit)
+        self._short_timeout = parkable
         self._waiting = True
         try:
             return self.sock.recv(size)
@@ -178,11 +180,21 @@ class Connection:
         self.send_quietly(self.goodbye_shutdown)
         self.end("shutdown")
 
+    def send(self, data: bytes) -> None:
+        """Send all of ``data`` within the current limit. One send(2) does for a short reply
+        (gevent's sendall also asks the kernel for its buffer size on every call)."""
+        if self._short_timeout:  # a client slow to read gets the whole limit, not PARK_AFTER
+            self.sock.settimeout(self.timeout)
+            self._short_timeout = False
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
     def send_quietly(self, data: bytes) -> None:
         """Send, ignoring a client that is already gone."""
         if data:
             with contextlib.suppress(OSError):
-                self.sock.sendall(data)
+                self.send(data)
 
 
 def _tls_pending(sock: socket.socket) -> bool:

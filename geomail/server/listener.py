@@ -150,7 +150,7 @@ class Listener(BoundServer):
         self.open = 0  # connections open on this listener now (metrics)
 
     def _make_server(self, sock: socket.socket) -> BaseServer:
-        return StreamServer(sock, self._handle, spawn=self._pool)
+        return _OwnSocketServer(sock, self._handle, spawn=self._pool)
 
     def _handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
         ip = _plain_ip(address[0])
@@ -159,11 +159,9 @@ class Listener(BoundServer):
             maillog.refused(self.config.kind, ip, reason)
             with contextlib.suppress(OSError):
                 sock.sendall(self._refusals.get(reason, b""))
+            sock.close()
             return
         self.open += 1
-        # The connection owns its socket from here on: it may outlive this greenlet (parked
-        # while idle, see server/connection.py), so StreamServer must not close it on return.
-        own = socket.socket(fileno=sock.detach())
         released = False
 
         def ended(_connection: object) -> None:
@@ -174,14 +172,22 @@ class Listener(BoundServer):
                 self._tracker.release(ip)
 
         try:
-            self._serve(own, (ip, address[1]), ended)
+            self._serve(sock, (ip, address[1]), ended)
         except gevent.GreenletExit:
-            own.close()
+            sock.close()
             ended(None)
         except Exception:
             log.exception("bug in connection service=%s client=%s", self.config.kind, ip)
-            own.close()
+            sock.close()
             ended(None)
+
+
+class _OwnSocketServer(StreamServer):
+    """A StreamServer that leaves closing to the connection: a connection owns its socket and
+    may outlive the greenlet that started it (parked while idle, see server/connection.py)."""
+
+    def do_close(self, sock: socket.socket, *args: object) -> None:
+        pass
 
 
 def _plain_ip(host: str) -> str:

@@ -97,7 +97,7 @@ class POP3Connection(Connection):
         if not self._greeted:
             if self.service.kind == "pop3s":
                 self._start_tls()
-            self.sock.sendall(session.greeting())
+            self.send(session.greeting())
             self._greeted = True
         while True:
             try:
@@ -179,7 +179,7 @@ class POP3Connection(Connection):
             data = b"".join(self._out)
             self._out.clear()
             self._out_size = 0
-            self.sock.sendall(data)
+            self.send(data)
 
     def _start_tls(self) -> None:
         holder = self.service.tls

@@ -87,7 +87,7 @@ class SMTPConnection(Connection):
         if not self._greeted:
             if self.service.kind == "submissions":
                 self._start_tls()
-            self.sock.sendall(session.greeting().wire)
+            self.send(session.greeting().wire)
             self._greeted = True
         while True:
             try:
@@ -108,7 +108,7 @@ class SMTPConnection(Connection):
                     if transcript.isEnabledFor(logging.DEBUG):
                         self._trace("<-", str(output))
                 elif isinstance(output, StartTLS):
-                    self.sock.sendall(b"".join(pending))
+                    self.send(b"".join(pending))
                     pending = []
                     self._start_tls()
                     session.tls_started(session.info.tls or "TLS")
@@ -116,7 +116,7 @@ class SMTPConnection(Connection):
                     self.send_quietly(b"".join(pending))
                     return "quit" if data else "eof"
             if pending:
-                self.sock.sendall(b"".join(pending))
+                self.send(b"".join(pending))
             if tracker.draining and session.state in IDLE_STATES:
                 self.send_quietly(R.R421_SHUTTING_DOWN.wire)
                 return "shutdown"
