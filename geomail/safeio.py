@@ -21,6 +21,25 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     return result
 
 
+READ_THREADS = 2
+_read_pool: Any = None
+
+
+def run_reading(fn: Callable[..., T], *args: Any) -> T:
+    """``run_blocking`` for reads of mailboxes, in a separate pool of ``READ_THREADS`` threads.
+
+    Reading many small messages is mostly Python work that holds the GIL; spread over the
+    main pool's many threads (sized for fsyncs, which wait in the kernel) it would make the
+    hub wait for the GIL at every switch. Two threads keep the disk busy without that."""
+    global _read_pool
+    if _read_pool is None:
+        from gevent.threadpool import ThreadPool
+
+        _read_pool = ThreadPool(READ_THREADS)
+    result: T = _read_pool.apply(fn, args)
+    return result
+
+
 def fsync_dir(path: str) -> None:
     """fsync a directory, so that a rename or create inside it survives a crash (blocking)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import run_blocking
+from geomail.safeio import run_blocking, run_reading
 
 KiB = 1024
 CHUNK = 256 * KiB  # messages below this are read in one go; larger ones are streamed in CHUNKs
@@ -125,9 +125,10 @@ def lock_session(path: str) -> int:
     return fd
 
 
-def run_claimed(release: Callable[[T], None], fn: Callable[..., T], *args: Any) -> T:
-    """``run_blocking(fn, *args)``, but if the calling greenlet is killed before it gets the
-    result (a session lock, say), ``release(result)`` runs instead of the lock being lost."""
+def run_claimed(release: Callable[[T], None], fn: Callable[..., T], *args: Any,
+                runner: Callable[..., Any] = run_blocking) -> T:
+    """``runner(fn, *args)`` (the threadpool), but if the calling greenlet is killed before it
+    gets the result (a session lock, say), ``release(result)`` runs instead of it being lost."""
     turn = itertools.count()  # next() is atomic under the GIL: the second side releases
     box: list[T] = []
 
@@ -139,7 +140,8 @@ def run_claimed(release: Callable[[T], None], fn: Callable[..., T], *args: Any) 
         return result
 
     try:
-        return run_blocking(work)
+        result: T = runner(work)
+        return result
     except BaseException:
         if next(turn) and box:
             release(box[0])
@@ -186,7 +188,7 @@ class ReadAhead:
                     total += size
             else:
                 self._window = 1
-            results = run_blocking(self._read_batch, batch)
+            results = run_reading(self._read_batch, batch)
             data = results[0]
             self._cache = dict(zip(batch[1:], results[1:], strict=False))
         self._next = index + 1
@@ -208,7 +210,7 @@ def stream_fd(fd: int, offset: int, length: int | None,
     through ``transform`` in the threadpool; cooperative."""
     while length is None or length > 0:
         want = CHUNK if length is None else min(CHUNK, length)
-        raw_len, data = run_blocking(_pread, fd, want, offset, transform)
+        raw_len, data = run_reading(_pread, fd, want, offset, transform)
         if raw_len == 0:
             if length:
                 raise StoreError("message truncated on disk")

@@ -14,7 +14,7 @@ import gevent
 
 from geomail.envelope import Body
 from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import DirSyncer, fsync_dir, run_blocking
+from geomail.safeio import DirSyncer, fsync_dir, run_blocking, run_reading
 from geomail.store._common import (
     CHUNK,
     ReadAhead,
@@ -166,7 +166,8 @@ class MaildirStore:
             raise MailboxBusy(f"{mailbox} is in use by another session")
         self._held.add(root)
         try:
-            lock_fd, found = run_claimed(_release_snapshot, _snapshot, root)
+            lock_fd, found = run_claimed(_release_snapshot, _snapshot, root,
+                                         runner=run_reading)
         except OSError as exc:
             self._held.discard(root)
             raise os_error(f"open {mailbox}", exc) from exc
@@ -209,7 +210,7 @@ class MaildirDrop:
                 if data := self._ahead.get(index):
                     yield data
                 return
-            fd = run_blocking(self._open, index)
+            fd = run_reading(self._open, index)
             try:
                 yield from stream_fd(fd, 0, None)
             finally:
@@ -310,25 +311,53 @@ def _snapshot(root: str) -> tuple[int | None, list[_Found]]:
     except FileNotFoundError:
         return None, []  # no mail delivered yet: an empty maildrop
     try:
-        found = []
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(f"{root}/{sub}")
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if not name.startswith(".") and (item := _examine(root, sub, name)):
-                    found.append(item)
-        found.sort()
-        seen: set[str] = set()
-        for i, item in enumerate(found):
-            if item.uid in seen:  # the same base name in new/ and cur/
-                found[i] = item._replace(uid=digest(item.key.encode("utf-8", "surrogateescape")))
-            seen.add(found[i].uid)
+        return lock_fd, _listing(root)
     except BaseException:
         os.close(lock_fd)
         raise
-    return lock_fd, found
+
+
+# The last listing of each maildir, keyed by the modification times of new/ and cur/: a
+# mailbox unchanged since the last login is not listed and parsed again (20,000 messages
+# cost ~200 ms of Python). Only listings of directories quiet for LISTING_QUIET seconds are
+# kept, because a directory's mtime ticks coarsely and two changes may share one value.
+_listings: dict[str, tuple[tuple[int, int], list[_Found]]] = {}
+LISTING_QUIET = 2.0
+MAX_LISTINGS = 1000
+
+
+def _listing(root: str) -> list[_Found]:
+    key = (_mtime_ns(f"{root}/new"), _mtime_ns(f"{root}/cur"))
+    cached = _listings.get(root)
+    if cached is not None and cached[0] == key:
+        return list(cached[1])
+    found = []
+    for sub in ("new", "cur"):
+        try:
+            names = os.listdir(f"{root}/{sub}")
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if not name.startswith(".") and (item := _examine(root, sub, name)):
+                found.append(item)
+    found.sort()
+    seen: set[str] = set()
+    for i, item in enumerate(found):
+        if item.uid in seen:  # the same base name in new/ and cur/
+            found[i] = item._replace(uid=digest(item.key.encode("utf-8", "surrogateescape")))
+        seen.add(found[i].uid)
+    if time.time_ns() - max(key) > LISTING_QUIET * 1e9:
+        if len(_listings) >= MAX_LISTINGS:
+            _listings.clear()
+        _listings[root] = (key, found)
+    return list(found)
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def _release_snapshot(snapshot: tuple[int | None, list[_Found]]) -> None:

@@ -20,7 +20,7 @@ from gevent.monkey import get_original
 
 from geomail.config import StoreConfig
 from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import DirSyncer, fsync_dir, run_blocking
+from geomail.safeio import DirSyncer, fsync_dir, run_blocking, run_reading
 from geomail.spool import BytesBody, Spool
 from geomail.store import _common, maildir
 from geomail.store.base import Copy, open_store
@@ -525,9 +525,9 @@ def test_sequential_reads_of_small_messages_share_pool_calls(store, monkeypatch)
 
     def counting(fn, *args):
         calls.append(fn)
-        return run_blocking(fn, *args)
+        return run_reading(fn, *args)
 
-    monkeypatch.setattr(_common, "run_blocking", counting)
+    monkeypatch.setattr(_common, "run_reading", counting)
     drop = store.open_maildrop("alice@example.com")
     contents = [b"".join(drop.read(i)) for i in range(60)]
     drop.close()
@@ -561,3 +561,29 @@ def test_message_removed_before_read_gives_store_error(store):
     drop.close()
     with pytest.raises(StoreError, match="closed"):
         b"".join(drop.read(0))
+
+
+def test_unchanged_mailbox_listing_is_reused(store, monkeypatch):
+    """A login to a mailbox unchanged since the last one reuses its listing (no listdir); any
+    delivery changes new/'s mtime and the next login lists again (RFC 1939 5: the snapshot
+    must still show every message delivered before the login)."""
+    from geomail.store import maildir
+
+    deliver(store)
+    root = store.mailbox_path("alice@example.com")
+    quiet = time.time() - 10  # as if nothing had changed for a while
+    for sub in ("new", "cur"):
+        os.utime(f"{root}/{sub}", (quiet, quiet))
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(maildir.os, "listdir", lambda p: listed.append(p) or real_listdir(p))
+    for expected_calls in (2, 2):  # the first login lists; the second reuses
+        drop = store.open_maildrop("alice@example.com")
+        assert len(drop.messages) == 1
+        drop.close()
+        assert len(listed) == expected_calls
+    deliver(store, b"second\n")
+    drop = store.open_maildrop("alice@example.com")
+    assert len(drop.messages) == 2  # the delivery was seen
+    drop.close()
+    assert len(listed) == 4
