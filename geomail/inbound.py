@@ -17,7 +17,7 @@ from geomail.ids import new_id
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
-from geomail.proto.smtp_policy import SessionInfo
+from geomail.proto.smtp_policy import BodySink, SessionInfo
 from geomail.routing import Resolution, Router
 from geomail.spool import Spool
 from geomail.store.base import Copy, MessageStore
@@ -28,9 +28,14 @@ log = logging.getLogger(__name__)
 class AuthOutcome(Protocol):
     """What an authenticator says about one login attempt."""
 
-    ok: bool
-    user: str | None
-    blocked: bool
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def user(self) -> str | None: ...
+
+    @property
+    def blocked(self) -> bool: ...
 
 
 class Authenticator(Protocol):
@@ -41,7 +46,7 @@ class Enqueuer(Protocol):
     """The outbound queue as inbound sees it."""
 
     def put(self, sender: str, recipients: Sequence[tuple[str, str | None]], body: Body,
-            prefix: bytes = b"", item_id: str | None = None) -> str: ...
+            prefix: bytes = b"", *, item_id: str | None = None) -> str: ...
 
 
 @dataclass(slots=True)
@@ -119,8 +124,9 @@ class InboundPolicy:
     def open_body(self, info: SessionInfo, envelope: Envelope) -> Spool:
         return Spool(self._spool_dir)
 
-    def accept_message(self, info: SessionInfo, envelope: Envelope, body: Spool) -> Reply:  # type: ignore[override]
+    def accept_message(self, info: SessionInfo, envelope: Envelope, body: BodySink) -> Reply:
         """Deliver or queue durably, then 250; 451 if anything could not be made durable."""
+        assert isinstance(body, Spool)  # open_body made it
         try:
             body.finish()
             return self._accept(info, envelope, body)

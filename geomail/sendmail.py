@@ -188,8 +188,9 @@ def main(argv: Sequence[str], stdin: BinaryIO | None = None, stderr: TextIO | No
             print(f"sendmail: {address}: {code} {text.decode(errors='replace')}", file=err)
         return EX_NOUSER
     except smtplib.SMTPResponseException as exc:
-        print(f"sendmail: server said {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}",
-              file=err)
+        error: bytes | str = exc.smtp_error
+        said = error.decode(errors="replace") if isinstance(error, bytes) else error
+        print(f"sendmail: server said {exc.smtp_code} {said}", file=err)
         return EX_TEMPFAIL if 400 <= exc.smtp_code < 500 else EX_DATAERR
     except (OSError, smtplib.SMTPException) as exc:
         print(f"sendmail: cannot reach the geomail server: {exc}", file=err)

@@ -137,7 +137,7 @@ class MXResolver:
         for rdtype in ("A", "AAAA"):
             # An MX host that does not exist is not the whole domain failing: no addresses.
             answer = self._query(host, rdtype, nxdomain_permanent=implicit)
-            found += [r.to_text() for r in answer or ()]
+            found += [r.to_text() for r in answer or ()]  # type: ignore[attr-defined]
         return tuple(found)
 
     def _query(self, name: str, rdtype: str,

@@ -7,6 +7,7 @@ import logging
 import re
 import ssl
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from geomail.config import RelayConfig, normalize_domain
 from geomail.delivery import Attempt, DeliveryError, Outcomes
@@ -89,7 +90,7 @@ class SMTPCourier:
             return outcomes
         key = SMARTHOST_KEY if self.smarthost else domain
         with self.pool.lease(key) as lease:
-            conn = lease.conn
+            conn = cast("SMTPConnection | None", lease.conn)
             if conn is not None:  # an idle connection to the same destination: reuse it
                 pending = self._attempt(conn, sender, pending, body, eight_bit, outcomes, True)
                 if pending or not conn.usable:

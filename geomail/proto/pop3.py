@@ -15,7 +15,7 @@ streams it from the maildrop. Deletions are only marks until QUIT (UPDATE state,
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,14 +57,18 @@ Output = Send | SendMessage | StartTLS | Close
 
 
 class MessageInfo(Protocol):
-    uid: str
-    size: int
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
 
 
 class Maildrop(Protocol):
     """The locked mailbox of a logged-in session (see ``store.base.Maildrop``)."""
 
-    messages: Iterable[MessageInfo]
+    @property
+    def messages(self) -> Sequence[MessageInfo]: ...
 
     def commit(self, deleted: set[int], retrieved: set[int]) -> None: ...
 

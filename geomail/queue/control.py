@@ -100,7 +100,7 @@ class ControlServer:
         if op not in OPS:
             return {"ok": False, "error": f"unknown op {op!r}; expected one of {', '.join(OPS)}"}
         if op == "list":
-            return {"ok": True, "items": self.queue.list()}
+            return {"ok": True, "items": self.queue.items()}
         if op == "flush":
             count = self.queue.flush()
             log.info("queue flushed by the administrator items=%d", count)

@@ -99,7 +99,7 @@ def build_dsn(*, reporting_mta: str, sender: str, recipients: Sequence[DSNRecipi
         if rcpt.will_retry_until is not None:
             block["Will-Retry-Until"] = formatdate(rcpt.will_retry_until)
         blocks.append(block)
-    status.set_payload(blocks)
+    status.set_payload(blocks)  # type: ignore[arg-type]  # typeshed: list is invariant
     report.attach(status)
 
     text = headers.decode("utf-8", "replace")

@@ -143,7 +143,7 @@ class Queue:
     # ------------------------------------------------------------------ put
 
     def put(self, sender: str, recipients: Sequence[str | tuple[str, str | None]], body: Body,
-            prefix: bytes = b"", kind: str = "message", item_id: str | None = None) -> str:
+            prefix: bytes = b"", kind: str = "message", *, item_id: str | None = None) -> str:
         """Queue a message for ``recipients`` (final addresses, each optionally with the
         original recipient it was expanded from); durable (files and directory fsynced) before
         it returns the new item's id. Raises ``OSError`` when the disk refuses."""
@@ -178,7 +178,7 @@ class Queue:
 
     # ------------------------------------------------------------------ tools
 
-    def list(self) -> list[dict[str, Any]]:
+    def items(self) -> list[dict[str, Any]]:
         """Every item's state, oldest first (the JSON form of ``QueueItem``)."""
         items = sorted((e.item for e in self._entries.values()), key=lambda i: i.created)
         return [i.to_dict() for i in items]

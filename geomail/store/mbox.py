@@ -72,7 +72,7 @@ class _Target(NamedTuple):
     directory: str
     mbox: str
     dotlock: str
-    index: str
+    index_file: str
     session: str
 
 
@@ -138,7 +138,7 @@ class MboxStore:
             for handle, (target, prefixes) in zip(handles, plan, strict=True):
                 st = os.fstat(handle.fd)
                 undo.append((handle.fd, st.st_size))
-                index: bool | None = tail_state(target.index) == state_of(st)
+                index: bool | None = tail_state(target.index_file) == state_of(st)
                 if not index and not st.st_size:
                     index = None  # a new or emptied mbox: start a new index
                 writer = ChunkWriter(handle.fd)
@@ -177,7 +177,7 @@ class MboxStore:
                 state = state_of(os.fstat(handle.fd))
                 if state[1] != end:  # a program that does not lock wrote too: rebuild later
                     index = False
-                _extend_index(target.index, entries, state, index)
+                _extend_index(target.index_file, entries, state, index)
 
     def _make_mbox(self, target: _Target) -> None:
         created: list[str] = []  # directories whose entries changed: fsync them
@@ -320,7 +320,7 @@ class MboxStore:
             raise
         fsync_dir(target.directory)
         with contextlib.suppress(OSError):
-            write_atomic(target.index, index_lines(kept, new_state), sync_dir=False)
+            write_atomic(target.index_file, index_lines(kept, new_state), sync_dir=False)
 
 
 class MboxDrop:
@@ -481,12 +481,12 @@ def _extend_index(path: str, entries: list[Entry], state: tuple[int, int, int],
 def _current_entries(fd: int, target: _Target) -> list[Entry]:
     """The messages of a locked mbox, from its index or, if that is stale, by scanning."""
     st = os.fstat(fd)
-    old, state = read_index(target.index)
+    old, state = read_index(target.index_file)
     if state == state_of(st) and consistent(old, st.st_size):
         return assign_uids(old)
     entries = scan(fd, old)
     with contextlib.suppress(OSError):
-        write_atomic(target.index, index_lines(entries, state_of(st)), sync_dir=False)
+        write_atomic(target.index_file, index_lines(entries, state_of(st)), sync_dir=False)
     return entries
 
 

@@ -106,7 +106,7 @@ def own(app, address: str) -> list[bytes]:
 
 
 def queue_empty(app) -> bool:
-    return app.queue.list() == []
+    return app.queue.items() == []
 
 
 # ------------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_address_outside_allow_networks_is_refused_relay(sender) -> None:
         assert (code, text[:5]) == (554, b"5.7.1")
         assert client.rcpt("bob@example.com")[0] == 250
         assert client.data(b"Subject: local only\r\n\r\nhi\r\n")[0] == 250
-    assert app.queue.list() == []
+    assert app.queue.items() == []
     assert len(own(app, "bob@example.com")) == 1
 
 
@@ -299,7 +299,7 @@ def test_4xx_from_the_mx_defers_and_the_next_attempt_delivers(sender, mx_port) -
     app = sender()
     with SmtpdPeer(MX["other.test"], mx_port) as peer:
         queue_id = submit(app.ports["submission"][0], ["flaky@other.test"], COMPLETE)
-        item = wait_for(lambda: next((i for i in app.queue.list() if i["attempts"] >= 1), None),
+        item = wait_for(lambda: next((i for i in app.queue.items() if i["attempts"] >= 1), None),
                         10, message="the first attempt")
         [rcpt] = item["recipients"]
         assert item["id"] == queue_id and rcpt["status"] == "pending"

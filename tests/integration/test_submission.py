@@ -417,7 +417,7 @@ def test_remote_recipient_from_authenticated_user(tls_make, client_tls, caplog):
     assert len(accepted) == 1, lines
     assert f" id={msgid} " in accepted[0] and "route=queue" in accepted[0]
     assert "to=friend@elsewhere.example,bob@example.com" in accepted[0]
-    assert [item["id"] for item in app.queue.list()] == [msgid]
+    assert [item["id"] for item in app.queue.items()] == [msgid]
     [copy] = wait_for(lambda: stored_raw(app, "bob@example.com"), 10, message="bob's copy")
     ids = re.findall(rb"\tby mx\.test\.com \(geomail\) with ESMTPSA id (\w+)", copy)
     assert ids == [msgid.encode()]

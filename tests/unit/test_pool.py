@@ -71,7 +71,7 @@ def test_per_key_limit_waits_for_a_slot() -> None:
                 lease.conn = Conn(name)
 
     jobs = [gevent.spawn(worker, n) for n in ("first", "second", "third")]
-    gevent.sleep(0.05)
+    gevent.idle()  # every worker runs until it blocks
     assert order == ["got first conn=None", "got second conn=None"]
     assert pool.open_for("a") == 2
     release.set()

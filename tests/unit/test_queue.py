@@ -165,7 +165,7 @@ def test_delivered_at_once_and_removed(world) -> None:
     assert w.remote.calls == [("alice@example.com", ["bob@example.org"], b"Subject: x\n\nhi\n")]
     assert w.local.calls == [("alice@example.com", ["carol@example.com"], b"Subject: x\n\nhi\n")]
     assert ("delivered", item_id, "bob@example.org") in w.events
-    assert w.queue.list() == []
+    assert w.queue.items() == []
 
 
 def test_backoff_schedule_then_last_step_repeats(world) -> None:
@@ -360,9 +360,9 @@ def test_tools_flush_delete_bounce(world) -> None:
     second = w.queue.put("alice@example.com", ["b@example.org"], BytesBody(b"2\n"))
     third = w.queue.put("alice@example.com", ["c@example.org"], BytesBody(b"3\n"))
     w.settle()
-    assert [i["id"] for i in w.queue.list()] == [first, second, third]
+    assert [i["id"] for i in w.queue.items()] == [first, second, third]
     assert w.queue.flush() == 3
-    wait_for(lambda: third not in [i["id"] for i in w.queue.list()], 5, message="flushed")
+    wait_for(lambda: third not in [i["id"] for i in w.queue.items()], 5, message="flushed")
     assert w.queue.delete(first) and not w.queue.delete(first)
     assert w.queue.bounce(second)
     wait_for(lambda: w.files() == [], 5, message="queue empty")
