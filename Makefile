@@ -11,7 +11,7 @@ run: $(VENV)/.installed $(DEV_CERT)
 
 # Everything: unit and integration tests on the venv, then the end-to-end tests again against
 # the one-file binary that `make binary` builds.
-test: $(VENV)/.installed-dev binary
+test: lint binary
 	$(BIN)/pytest -q -p no:cacheprovider tests
 	GEOMAIL_BIN=$(CURDIR)/dist/geomail $(BIN)/pytest -q -p no:cacheprovider -m binary tests/e2e
 
@@ -21,6 +21,7 @@ test-fast: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check geomail tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 binary: dist/geomail
 

@@ -85,7 +85,7 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class BatchingHandler(logging.StreamHandler):
     """Writes log lines in batches: under load a busy server logs several lines per message,
     and one write(2) per line would cost as much as the mail itself. The lines logged during
     one turn of the event loop go out together at its end; warnings and errors at once."""
@@ -131,7 +131,7 @@ def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
     root.setLevel(level.upper())
     # Records need no caller, thread or process: computing them (a stack walk, a fake thread
     # object per greenlet under gevent) cost more than the rest of a log line.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

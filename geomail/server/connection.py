@@ -104,7 +104,7 @@ class Connection:
 
     def end(self, reason: str) -> None:
         """Close for good (once)."""
-        if self._on_end is None:  # type: ignore[comparison-overlap]
+        if self._on_end is None:
             return
         self._unpark()
         try:

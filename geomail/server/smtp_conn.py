@@ -128,7 +128,7 @@ class SMTPConnection(Connection):
         limits = self.service.limits
         self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
         maillog.tls_ok(self.service.kind)
-        self.session.info.tls = tls_description(self.sock)  # type: ignore[arg-type]
+        self.session.info.tls = tls_description(self.sock)
 
     def _trace(self, direction: str, text: str) -> None:
         event(transcript, logging.DEBUG, "transcript", session=self.session_id,
