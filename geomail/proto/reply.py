@@ -15,8 +15,12 @@ class Reply:
     wire: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        lines = (self.text,) if isinstance(self.text, str) else self.text
         prefix = f"{self.enhanced} " if self.enhanced else ""
+        if isinstance(self.text, str):  # the common case, built once per message or less
+            wire1 = f"{self.code} {prefix}{self.text}\r\n".encode("utf-8", "replace")
+            object.__setattr__(self, "wire", wire1)
+            return
+        lines = self.text
         last = len(lines) - 1
         wire = "".join(
             f"{self.code}{' ' if i == last else '-'}{prefix}{line}\r\n"

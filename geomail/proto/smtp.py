@@ -20,6 +20,7 @@ a BDAT chunk is always read to its end, even when the command is refused (RFC 30
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable
 
@@ -252,13 +253,8 @@ class SMTPSession:
         if not arg:
             return R.R501_SYNTAX.with_text("EHLO requires a domain")
         self._greet(arg.split(" ")[0], esmtp=True)
-        lines = [self.settings.hostname, "PIPELINING", f"SIZE {self.settings.max_message_size}",
-                 "8BITMIME", "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES"]
-        if self.settings.tls_available and not self.info.tls:
-            lines.append("STARTTLS")
-        if self._auth_allowed():
-            lines.append("AUTH " + " ".join(MECHANISMS))
-        return Reply(250, None, tuple(lines))
+        return _ehlo_reply(self.settings, self.settings.tls_available and not self.info.tls,
+                           self._auth_allowed())
 
     def _greet(self, name: str, esmtp: bool) -> None:
         self._reset_transaction()
@@ -545,6 +541,18 @@ class SMTPSession:
         if reply.code == 250:
             self.accepted += 1
         return reply
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(settings: SMTPSettings, starttls: bool, auth: bool) -> Reply:
+    """The EHLO reply (RFC 5321 4.1.1.1): the same few variants over and over, so cached."""
+    lines = [settings.hostname, "PIPELINING", f"SIZE {settings.max_message_size}", "8BITMIME",
+             "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES"]
+    if starttls:
+        lines.append("STARTTLS")
+    if auth:
+        lines.append("AUTH " + " ".join(MECHANISMS))
+    return Reply(250, None, tuple(lines))
 
 
 _SASL_REFUSALS = {
