@@ -159,19 +159,22 @@ class Queue:
                 rcpts.append(Recipient(address, original if original != address else None))
         if not rcpts:
             raise ValueError("a queued message needs at least one recipient")
-        msg_path = body_path(self.directory, item_id)
-        try:
-            size, crlf_size, eight_bit = run_blocking(write_body, msg_path, prefix, body)
-            item = QueueItem(item_id, sender, rcpts, created=now, next_attempt=now, size=size,
+        def write_files() -> QueueItem:  # both files in one pool call
+            size, crlf_size, eight_bit = write_body(body_path(self.directory, item_id), prefix,
+                                                    body)
+            made = QueueItem(item_id, sender, rcpts, created=now, next_attempt=now, size=size,
                              crlf_size=crlf_size, eight_bit=eight_bit, kind=kind)
-            run_blocking(write_atomic, item_path(self.directory, item_id), item.to_json(),
-                         0o600, False)
+            write_atomic(item_path(self.directory, item_id), made.to_json(), 0o600, False)
+            return made
+
+        try:
+            item = run_blocking(write_files)
             self.syncer.sync(self.directory)  # one directory fsync for both files
         except BaseException:
             run_blocking(remove_item_files, self.directory, item_id)
             raise
         log.debug("queued id=%s from=<%s> to=%s size=%d kind=%s", item_id, sender,
-                 ",".join(r.address for r in rcpts), size, kind)
+                  ",".join(r.address for r in rcpts), item.size, kind)
         self._event("queued", item, None)
         self._start(item)
         return item_id
