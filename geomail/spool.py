@@ -99,24 +99,6 @@ class Spool:
             self._path = None
 
 
-class FileBody:
-    """A body kept in a file (a queue item's message), read in chunks."""
-
-    __slots__ = ("crlf_size", "path", "size")
-
-    def __init__(self, path: str, crlf_size: int | None = None) -> None:
-        self.path = path
-        self.size = os.path.getsize(path)
-        if crlf_size is None:
-            crlf_size = self.size + sum(chunk.count(b"\n") for chunk in self.chunks())
-        self.crlf_size = crlf_size
-
-    def chunks(self, chunk_size: int = 256 * KiB) -> Iterator[bytes]:
-        with open(self.path, "rb") as handle:
-            while chunk := handle.read(chunk_size):
-                yield chunk
-
-
 class BytesBody:
     """A body already in memory (bounces, tests)."""
 
