@@ -272,7 +272,9 @@ class MaildirDrop:
                 touched |= self._update(index, delete)
             except OSError as exc:
                 failure = failure or exc  # go on with the others, report the first fault
-        for sub in sorted(touched):
+        # Deletions are made durable. A "seen" mark lost in a crash only shows a message as
+        # unread again, so a session that deleted nothing costs no directory fsync.
+        for sub in sorted(touched) if deleted else ():
             fsync_dir(f"{self._root}/{sub}")
         if failure is not None:
             raise failure

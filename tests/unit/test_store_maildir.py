@@ -505,15 +505,21 @@ def test_commit_ignores_vanished_and_follows_moved_messages(store):
 
 
 def test_commit_fsyncs_touched_directories(store, monkeypatch):
-    """UPDATE is durable: the directories changed are fsynced."""
+    """UPDATE deletions are durable (RFC 1939 6): the directories changed are fsynced. Marking
+    messages seen alone is not (a lost mark only shows a message as unread again)."""
+    deliver(store)
     deliver(store)
     synced: list[str] = []
     monkeypatch.setattr("geomail.store.maildir.fsync_dir", synced.append)
     drop = store.open_maildrop("alice@example.com")
     drop.commit(set(), {0})
     drop.close()
+    assert synced == []
+    drop = store.open_maildrop("alice@example.com")
+    drop.commit({1}, {0})
+    drop.close()
     root = store.mailbox_path("alice@example.com")
-    assert sorted(synced) == [f"{root}/cur", f"{root}/new"]
+    assert sorted(synced) == [f"{root}/new"]
 
 
 def test_sequential_reads_of_small_messages_share_pool_calls(store, monkeypatch):
