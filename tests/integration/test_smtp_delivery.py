@@ -4,6 +4,7 @@ is checked byte for byte, in Maildir and in mbox; SMTP smuggling payloads store 
 from __future__ import annotations
 
 import smtplib
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,38 @@ def test_smuggling_refused_in_bdat(mail_app, port, payload):
         smtp.expect("554 5.6.0")
         smtp.cmd("NOOP", "250 2.0.0")
     assert stored(mail_app, "test1@test.com") == []
+
+
+def _break_mailbox(app, mailbox: str) -> None:
+    """Make ``mailbox`` unwritable in a way root cannot bypass: a file where the maildir's
+    ``new/`` should be, or a directory where the mbox file should be."""
+    store = app.config.store
+    local, domain = mailbox.split("@")
+    target = Path(store.path) / domain / local
+    if store.format == "mbox":
+        target.mkdir(parents=True)
+    else:
+        target.mkdir(parents=True)
+        (target / "new").write_bytes(b"not a directory")
+
+
+def test_failed_write_answers_451_and_keeps_nothing(mail_app, port):
+    """RFC 5321 4.2.5 / 6.1: the message is accepted (250) only once every copy is durable;
+    when one copy cannot be written the reply is 451 4.3.0, no recipient keeps a copy (the
+    client will retry for all of them) and the session goes on."""
+    _break_mailbox(mail_app, "test1@test.com")
+    data = b"Subject: half\r\n\r\nfor two mailboxes, one of them broken\r\n"
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.example")
+        client.mail("s@remote.example")
+        assert client.rcpt("alice@example.com")[0] == 250  # Maildir: written, then undone
+        assert client.rcpt("test1@test.com")[0] == 250
+        code, text = client.data(data)
+        assert (code, text[:5]) == (451, b"4.3.0")
+        assert stored(mail_app, "alice@example.com") == []
+        assert client.sendmail("s@remote.example", ["alice@example.com"], data) == {}
+    [message] = stored(mail_app, "alice@example.com")
+    assert message.body == data.replace(b"\r\n", b"\n")
+    if mail_app.config.store.format == "maildir":
+        tmp = Path(mail_app.config.store.path) / "example.com" / "alice" / "tmp"
+        assert list(tmp.iterdir()) == []
