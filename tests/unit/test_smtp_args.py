@@ -108,3 +108,33 @@ def test_parse_params():
         "SIZE": "10", "BODY": "8bitmime", "SMTPUTF8": None}
     with pytest.raises(ArgumentError):
         parse_params("-x")
+
+
+# The grammar's character sets, spelled out as the RFCs list them.
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_ATEXT = _ALNUM + "!#$%&'*+-/=?^_`{|}~"  # RFC 5322 3.2.3
+_QTEXT = "".join(chr(c) for c in (32, 33, *range(35, 92), *range(93, 127)))  # RFC 5321 4.1.2
+_NON_ASCII = ["\u0080", "é", "\u00ff", "ß", "字", "\ud800", "\U0001f600", "\U0010ffff"]
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in range(128)] + _NON_ASCII)
+def test_character_sets_are_the_rfcs(char: str) -> None:
+    """RFC 5321 4.1.2 / RFC 5322 3.2.3 / RFC 6531 3.3: the local part's atext and qtextSMTP and
+    a domain label's letters, digits and hyphens, plus any non-ASCII character (UTF-8) in each;
+    every other ASCII character is refused."""
+    non_ascii = ord(char) > 127
+    atom_ok = char in _ATEXT or non_ascii or char == "."  # "a.b" is a Dot-string
+    assert _accepted(f"a{char}b@example.org") == atom_ok
+    quoted_ok = char in _QTEXT or non_ascii or char == "\\"  # "a\\b" holds a quoted-pair
+    assert _accepted(f'"a{char}b"@example.org') == quoted_ok
+    label_ok = char in _ALNUM + "-" or non_ascii
+    assert _accepted(f"bob@a{char}b.example") == (label_ok or char == ".")
+    assert _accepted(f"bob@{char}.example") == (char in _ALNUM or non_ascii)
+
+
+def _accepted(address: str) -> bool:
+    try:
+        parse_mailbox(address)
+    except ArgumentError:
+        return False
+    return True
