@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -53,3 +54,14 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def stop_process(process: subprocess.Popen | None, grace: float = 5.0) -> None:
+    """Terminate a helper process we started, kill it if it lingers past ``grace`` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

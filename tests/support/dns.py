@@ -10,7 +10,7 @@ import tempfile
 
 import dns.resolver
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 ZONE = "test"  # every name under .test is answered locally (unknown ones: NXDOMAIN)
@@ -126,13 +126,7 @@ class Dnsmasq:
             return handle.read()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
         self._log.close()
         os.unlink(self._log.name)

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from . import port_open, wait_for
+from . import port_open, stop_process, wait_for
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 PEER_SCRIPT = os.path.join(os.path.dirname(__file__), "smtpd_peer.py")
@@ -65,13 +65,7 @@ class SmtpSink:
         return True
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def cleanup(self) -> None:
@@ -153,13 +147,7 @@ class SmtpdPeer:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
         self.process = None
         shutil.rmtree(self.out, ignore_errors=True)
 
