@@ -93,3 +93,26 @@ def test_errors(key: tuple[str, str], tmp_path) -> None:
         DKIMSigner(DKIMConfig("geomail", {"example.com": str(bad)}))
     with pytest.raises(ConfigError):
         DKIMSigner(DKIMConfig("geomail", {"example.com": str(tmp_path / "missing.key")}))
+
+
+def test_rsa_step_runs_in_openssl_with_dkimpys_result(key: tuple[str, str], monkeypatch) -> None:
+    """RFC 8017 8.2.1 (RSASSA-PKCS1-v1_5, deterministic): for a key the signer loaded, the RSA
+    step is OpenSSL's (which releases the GIL), and its signature is byte for byte the one
+    dkimpy's own pure-Python RSA makes; a key loaded elsewhere still gets dkimpy's."""
+    import hashlib
+
+    from dkim.crypto import parse_pem_private_key
+
+    from geomail import dkim as geomail_dkim
+
+    path, _txt = key
+    DKIMSigner(DKIMConfig("geomail", {"example.com": path}))
+    with open(path, "rb") as handle:
+        parsed = parse_pem_private_key(handle.read())
+    digest = hashlib.sha256(b"canonicalized header fields")
+    assert parsed["modulus"] in geomail_dkim._OPENSSL_KEYS
+    assert dkimpy.RSASSA_PKCS1_v1_5_sign is geomail_dkim._rsa_sign
+    openssl = geomail_dkim._rsa_sign(digest, parsed)
+    assert openssl == geomail_dkim._dkimpy_rsa_sign(digest, parsed)
+    monkeypatch.setattr(geomail_dkim, "_OPENSSL_KEYS", {})  # a key this module did not load
+    assert geomail_dkim._rsa_sign(digest, parsed) == openssl
