@@ -160,8 +160,3 @@ def keygen(path: str, bits: int = 2048, overwrite: bool = False) -> str:
                             serialization.NoEncryption())
     write_atomic(path, pem, mode=0o600)
     return dns_txt_record(path)
-
-
-def signers_for(keys: Mapping[str, str]) -> dict[str, str]:
-    """TXT values per domain for ``keys`` (domain -> key path), for ``geomail dns``."""
-    return {domain: dns_txt_record(path) for domain, path in keys.items()}

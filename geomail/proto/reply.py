@@ -52,7 +52,6 @@ class Close:
 
 
 # The replies geomail sends, named after their code and meaning (enhanced codes: RFC 3463).
-R211_STATUS = Reply(211, "2.0.0", "OK")
 R214_HELP = Reply(214, "2.0.0", ("Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
                                  "HELP STARTTLS AUTH", "See RFC 5321"))
 R221_BYE = Reply(221, "2.0.0", "Bye")
@@ -75,7 +74,6 @@ R421_AUTH_BLOCKED = Reply(421, "4.7.0", "Too many failed logins, try again later
 R451_LOCAL_ERROR = Reply(451, "4.3.0", "Internal error, please try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R454_AUTH_BLOCKED = Reply(454, "4.7.0", "Too many failed logins from your address, try again later")
-R454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 R500_UNRECOGNIZED = Reply(500, "5.5.2", "Command unrecognized")
 R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 R501_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
@@ -86,7 +84,6 @@ R502_HTTP = Reply(502, "5.5.1", "This is an SMTP server, not a web server")
 R503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 R503_HELO_FIRST = Reply(503, "5.5.1", "Send HELO/EHLO first")
 R503_NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first")
-R503_NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command first")
 R503_NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
 R503_ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
 R504_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication mechanism")
