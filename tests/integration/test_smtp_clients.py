@@ -3,7 +3,6 @@ AUTH; msmtp submits with STARTTLS and with implicit TLS. Mail arrives byte for b
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import pytest
 
 from tests.support.geomail import PASSWORD
 from tests.support.smtp import check_trace, stored
-
-SWAKS = shutil.which("swaks")
-MSMTP = shutil.which("msmtp")
+from tests.support.tools import program
 
 # Headers a client would otherwise add (msmtp: Date, Message-ID, From) are present; a dotted line
 # checks dot-stuffing; no '%' or backslash, which swaks would take for tokens.
@@ -21,6 +18,16 @@ MESSAGE = (b"From: Alice <alice@example.com>\nTo: Bob <bob@example.com>\n"
            b"Date: Tue, 14 Nov 2023 22:13:20 +0000\nMessage-ID: <clients.1@example.com>\n"
            b"Subject: from a real client\n\nHello Bob,\n.a line with a leading dot\n..and two\n"
            b"\n-- \nAlice\n")
+
+
+@pytest.fixture
+def swaks() -> str:
+    return program("swaks", "swaks libnet-ssleay-perl")
+
+
+@pytest.fixture
+def msmtp() -> str:
+    return program("msmtp", "msmtp")
 
 
 @pytest.fixture
@@ -37,14 +44,13 @@ def _run(command: list[str], stdin: bytes | None = None) -> subprocess.Completed
     return done
 
 
-@pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (apt-get install swaks)")
-def test_swaks_delivers_to_port_25(app, tmp_path):
+def test_swaks_delivers_to_port_25(app, tmp_path, swaks):
     """RFC 5321 (a real MTA-style client): swaks delivers over plain SMTP to the MX port; the
     message is stored byte for byte after the trace fields."""
     sent = MESSAGE.replace(b"From: Alice <alice@example.com>", b"From: s@remote.example")
     data = tmp_path / "message.eml"
     data.write_bytes(sent[:-1])  # swaks always ends the data with CRLF before the dot
-    done = _run([SWAKS, "--server", "127.0.0.1", "--port", str(app.ports["smtp"][0]),
+    done = _run([swaks, "--server", "127.0.0.1", "--port", str(app.ports["smtp"][0]),
                  "--helo", "client.example", "--from", "s@remote.example",
                  "--to", "test1@test.com", "--data", f"@{data}"])
     assert b"<-  250 2.0.0 Ok: queued as" in done.stdout
@@ -54,16 +60,15 @@ def test_swaks_delivers_to_port_25(app, tmp_path):
                 rcpt="test1@test.com")
 
 
-@pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (apt-get install swaks)")
 @pytest.mark.parametrize("kind, tls_option", [("submission", "--tls"),
                                               ("submissions", "--tls-on-connect")])
-def test_swaks_submits_with_tls_and_auth(tls_all, tls_files, tmp_path, kind, tls_option):
+def test_swaks_submits_with_tls_and_auth(tls_all, tls_files, tmp_path, kind, tls_option, swaks):
     """RFC 3207 / RFC 8314 / RFC 4954 / RFC 6409: swaks with STARTTLS (587) or implicit TLS
     (465), verifying the certificate against the test CA, logs in and submits; the message
     arrives byte for byte."""
     data = tmp_path / "message.eml"
     data.write_bytes(MESSAGE[:-1])  # swaks always ends the data with CRLF before the dot
-    done = _run([SWAKS, "--server", "localhost", "--port", str(tls_all.ports[kind][0]),
+    done = _run([swaks, "--server", "localhost", "--port", str(tls_all.ports[kind][0]),
                  tls_option, "--tls-verify", "--tls-ca-path", tls_files["ca"],
                  "--auth", "PLAIN", "--auth-user", "alice@example.com",
                  "--auth-password", PASSWORD, "--helo", "client.example",
@@ -96,13 +101,12 @@ account default : geomail
     return path
 
 
-@pytest.mark.skipif(MSMTP is None, reason="msmtp is not installed (apt-get install msmtp)")
 @pytest.mark.parametrize("kind, starttls", [("submission", True), ("submissions", False)])
-def test_msmtp_submits(tls_all, tls_files, tmp_path, kind, starttls):
+def test_msmtp_submits(tls_all, tls_files, tmp_path, kind, starttls, msmtp):
     """RFC 3207 / RFC 8314 3.3 / RFC 4954 / RFC 6409: msmtp submits with STARTTLS on 587 and
     with implicit TLS on 465, trusting only the test CA; the mail arrives byte for byte."""
     rc = _msmtprc(tmp_path / "msmtprc", tls_all.ports[kind][0], tls_files["ca"], starttls)
-    _run([MSMTP, "-C", str(rc), "bob@example.com", "test1@test.com"], stdin=MESSAGE)
+    _run([msmtp, "-C", str(rc), "bob@example.com", "test1@test.com"], stdin=MESSAGE)
     for mailbox in ("bob@example.com", "test1@test.com"):
         [message] = stored(tls_all, mailbox)
         assert message.body == MESSAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import dataclasses
 import io
@@ -25,7 +26,9 @@ from gevent import monkey
 from geomail import auth
 from geomail.auth import Authenticator, AuthResult, hash_password, needs_rehash, passwd_command
 from geomail.config import Limits, UserConfig
+from geomail.log import JSONFormatter, KeyValueFormatter
 from geomail.userdb import UserDB
+from tests.support.tools import program
 
 REPO = Path(__file__).resolve().parents[2]
 FILTER = REPO / "conf/fail2ban/filter.d/geomail.conf"
@@ -314,6 +317,9 @@ def test_throttle_table_is_bounded(clock: FakeClock, counted_verify: list[str],
 # -- the log lines fail2ban reads ---------------------------------------------------------------
 
 
+HOST_PATTERN = r'[^\s"]+'
+
+
 def fail2ban_regex() -> re.Pattern[str]:
     """The filter's failregex with fail2ban's substitutions approximated in Python."""
     parser = configparser.RawConfigParser()
@@ -323,7 +329,15 @@ def fail2ban_regex() -> re.Pattern[str]:
     text = options["failregex"]
     while "%(" in text:
         text = re.sub(r"%\((\w+)\)s", lambda m: options[m.group(1)], text)
-    return re.compile(text.replace("<HOST>", r"(?P<host>\S+)"))
+    alternatives = ["(?:" + line.replace("<HOST>", f"(?P<host{n}>{HOST_PATTERN})") + ")"
+                    for n, line in enumerate(text.splitlines())]  # one per failregex line
+    return re.compile("|".join(alternatives))
+
+
+def matched_host(match: re.Match[str]) -> str:
+    """The <HOST> of whichever failregex line matched."""
+    return next(host for name, host in match.groupdict().items()
+                if name.startswith("host") and host)
 
 
 def test_failure_log_lines_match_the_fail2ban_filter(
@@ -342,8 +356,8 @@ def test_failure_log_lines_match_the_fail2ban_filter(
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0] == ("auth-failed client=203.0.113.9 user=alice@example.com"
                            " reason=bad-password")
-    assert messages[1] == ("auth-failed client=2001:db8::7 user=x\\x20client\\x3d6.6.6.6\\x0a"
-                           "auth-failed\\x20client\\x3d6.6.6.6 reason=bad-username")
+    assert messages[1] == ("auth-failed client=2001:db8::7 user=\"x client=6.6.6.6\\n"
+                           "auth-failed client=6.6.6.6\" reason=bad-username")
     assert messages[2] == "auth-ok client=192.0.2.55 user=alice@example.com"
     assert "auth-blocked client=2001:db8::7 failures=3 seconds=60" in messages
     assert messages[-1] == "auth-failed client=2001:db8::7 user=alice@example.com reason=blocked"
@@ -351,37 +365,85 @@ def test_failure_log_lines_match_the_fail2ban_filter(
 
     regex = fail2ban_regex()
     lines = [f"{r.levelname} {r.name} {r.getMessage()}" for r in caplog.records]
-    hosts = [m.group("host") for line in lines if (m := regex.search(line))]
+    hosts = [matched_host(m) for line in lines if (m := regex.search(line))]
     assert hosts == ["203.0.113.9"] + ["2001:db8::7"] * 5
     assert [regex.search(m) is not None for m in messages] == [True, True, False] + [True] * 4
 
 
-@pytest.mark.skipif(not shutil.which("fail2ban-regex")
-                    or not os.path.exists("/etc/fail2ban/filter.d/common.conf"),
-                    reason="fail2ban is not installed")
-def test_fail2ban_regex_tool_accepts_the_filter(tmp_path: Path) -> None:
-    """fail2ban-regex itself finds the hosts of geomail's lines, and none forged by clients."""
+FAIL2BAN_COMMON = Path("/etc/fail2ban/filter.d/common.conf")
+
+
+def run_fail2ban_regex(tmp_path: Path, lines: list[str], *options: str) -> str:
+    """fail2ban's own fail2ban-regex run on ``lines`` with the shipped filter; its stdout."""
+    command = program("fail2ban-regex", "fail2ban")
+    assert FAIL2BAN_COMMON.exists(), f"{FAIL2BAN_COMMON} is missing (apt-get install fail2ban)"
     filters = tmp_path / "filter.d"
-    filters.mkdir()
-    shutil.copy("/etc/fail2ban/filter.d/common.conf", filters)
+    filters.mkdir(exist_ok=True)
+    shutil.copy(FAIL2BAN_COMMON, filters)  # the filter includes it from its own directory
     shutil.copy(FILTER, filters)
     log = tmp_path / "geomail.log"
-    log.write_text(
+    log.write_text("".join(f"{line}\n" for line in lines))
+    return subprocess.run([command, *options, str(log), str(filters / "geomail.conf")],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_fail2ban_regex_tool_accepts_the_filter(tmp_path: Path) -> None:
+    """fail2ban-regex itself finds the hosts of hand-written lines (Python's default logging
+    format, a syslog prefix), and none forged by clients (conf/fail2ban/filter.d/geomail.conf)."""
+    out = run_fail2ban_regex(tmp_path, [
         "2026-05-09 12:00:01,123 WARNING geomail.auth auth-failed client=203.0.113.9"
-        " user=alice@example.com reason=bad-password\n"
+        " user=alice@example.com reason=bad-password",
         "2026-05-09 12:00:02,123 WARNING geomail.auth auth-blocked client=203.0.113.9"
-        " failures=5 seconds=900\n"
+        " failures=5 seconds=900",
         "May  9 12:00:03 mx geomail[1234]: WARNING geomail.auth auth-failed client=2001:db8::7"
-        " user=x\\x20client\\x3d6.6.6.6 reason=unknown-user\n"
-        "2026-05-09 12:00:04,000 INFO geomail.auth auth-ok client=192.0.2.55 user=a@example.com\n"
-        "2026-05-09 12:00:05,000 INFO geomail.smtp something text auth-failed client=6.6.6.6\n"
-    )
-    out = subprocess.run(["fail2ban-regex", "-v", str(log), str(filters / "geomail.conf")],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+        " user=x\\x20client\\x3d6.6.6.6 reason=unknown-user",
+        "2026-05-09 12:00:04,000 INFO geomail.auth auth-ok client=192.0.2.55 user=a@example.com",
+        "2026-05-09 12:00:05,000 INFO geomail.smtp something text auth-failed client=6.6.6.6",
+    ], "-v")
     assert "Lines: 5 lines, 0 ignored, 3 matched, 2 missed" in out
     matched = out[out.index("Failregex:"):out.index("Ignoreregex:")]
     assert "203.0.113.9" in matched and "2001:db8::7" in matched
     assert "6.6.6.6" not in matched and "192.0.2.55" not in matched
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_fail2ban_regex_bans_the_client_of_real_log_lines(
+    tmp_path: Path, clock: FakeClock, counted_verify: list[str], fmt: str
+) -> None:
+    """The shipped filter, checked by fail2ban-regex on the lines geomail's own formatter wrote
+    for real login failures, with ``log.format: text`` and ``json`` (issue 10 item 1): one match
+    per failure and per block, each dated by the line's own time, the host always the client's
+    address; user names made to look like another client (`` client=``, a new line, a JSON
+    field) ban no one else, and a login that succeeds matches nothing (DESIGN rule 6)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else KeyValueFormatter())
+    logger = logging.getLogger("geomail")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    started = time.time()
+    try:
+        authenticator = Authenticator(make_userdb(), Limits(max_auth_failures=3,
+                                                            auth_block_time=60.0), clock=clock)
+        authenticator.authenticate("alice@example.com", "wrong", "203.0.113.9")
+        for forged in ("x client=6.6.6.6\nauth-failed client=6.6.6.6",
+                       'x", "client": "6.6.6.6", "msg": "auth-failed client=6.6.6.6'):
+            authenticator.authenticate(forged, "wrong", "2001:db8::7")
+        authenticator.authenticate("alice@example.com", "right", "192.0.2.55")
+        authenticator.authenticate("alice@example.com", "wrong", "2001:db8::7")  # blocks
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 6 and all(line.startswith("{" if fmt == "json" else "20")
+                                   for line in lines)
+    # the same line as syslog or the journal forward it
+    lines.append(f"Dec  6 03:00:00 mx geomail[1234]: {lines[0]}")
+    rows = [ast.literal_eval(row.rstrip(","))
+            for row in run_fail2ban_regex(tmp_path, lines, "--out", "row").splitlines()]
+    assert [row[0] for row in rows] == ["203.0.113.9"] + ["2001:db8::7"] * 4 + ["203.0.113.9"]
+    assert all(started - 2 <= row[1] <= time.time() + 2 for row in rows[:-1])
 
 
 # -- geomail passwd ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from geomail.spool import BytesBody, Spool
 from geomail.store import _common, maildir
 from geomail.store.base import Copy, open_store
 from geomail.store.maildir import MaildirStore
+from tests.support.privileges import owned_tempdir, unprivileged
 
 real_sleep = get_original("time", "sleep")
 HOST = "mail.example.com"
@@ -163,31 +164,19 @@ def test_second_copy_failing_removes_the_first(store):
     assert os.listdir(f"{root}/new") == [] and os.listdir(f"{root}/tmp") == []
 
 
-def permissions_enforced(directory: str) -> bool:
-    """False for root with CAP_DAC_OVERRIDE, which writes into read-only directories."""
-    os.chmod(directory, 0o500)
-    try:
-        open(os.path.join(directory, "probe"), "w").close()
-    except PermissionError:
-        return True
-    finally:
-        os.chmod(directory, 0o700)
-    return False
-
-
-def test_read_only_second_mailbox_removes_the_first(store):
-    """All or nothing with a read-only tmp/ in the second mailbox (EACCES)."""
-    deliver(store, BODY, "bob@example.com")
-    bob = store.mailbox_path("bob@example.com")
-    if not permissions_enforced(f"{bob}/cur"):
-        pytest.skip("permissions are not enforced for this user (root)")
-    os.chmod(f"{bob}/tmp", 0o500)
-    try:
+def test_read_only_second_mailbox_removes_the_first():
+    """All or nothing with a read-only tmp/ in the second mailbox (EACCES): StoreError naming the
+    reason, no copy left. Run as an unprivileged user also under root, which ignores modes
+    (issue 10 item 1)."""
+    with owned_tempdir() as base, unprivileged():
+        store = MaildirStore(str(base / "mail"), HOST)
+        deliver(store, BODY, "bob@example.com")
+        bob = store.mailbox_path("bob@example.com")
+        os.chmod(f"{bob}/tmp", 0o500)
         with pytest.raises(StoreError, match="Permission denied"):
             deliver(store, BODY, "alice@example.com", "bob@example.com")
-    finally:
-        os.chmod(f"{bob}/tmp", 0o700)
-    assert new_files(store) == []
+        assert new_files(store) == []
+        assert len(new_files(store, "bob@example.com")) == 1
 
 
 def test_disk_full_on_second_copy_removes_the_first(store, monkeypatch):
