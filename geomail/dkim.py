@@ -1,19 +1,20 @@
-"""DKIM (RFC 6376): signing mail with dkimpy, key generation, the DNS record to publish."""
+"""DKIM (RFC 6376): signing mail, key generation, the DNS record to publish."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
-from collections.abc import Mapping
-from typing import Any, cast
+import time
+from collections.abc import Sequence
 
 import dkim as dkimpy
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.crypto import UnparsableKeyError, parse_pem_private_key
+from dkim.canonicalization import CanonicalizationPolicy
 
 from geomail.config import DKIMConfig
 from geomail.errors import ConfigError, GeomailError
@@ -27,32 +28,45 @@ SIGNED_HEADERS = (
     "list-unsubscribe-post", "list-subscribe", "list-post", "list-owner", "list-archive",
 )
 _HEADER_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+):", re.MULTILINE)
+_FIELD = b"DKIM-Signature"
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 
 
 class DKIMError(GeomailError):
     """A message could not be signed (malformed header section) or a key is unusable."""
 
 
-# dkimpy builds, canonicalizes and hashes; its RSA step, though, is pure Python: two ~4 ms
-# big-integer powers that hold the GIL, so a signature stalls the hub even from the threadpool
-# (100 signatures in 4 threads: the hub got a turn every 16 ms instead of every 0.5 ms).
-# For the keys loaded here that one step is done by OpenSSL through `cryptography`, which
-# releases the GIL; anything else still goes to dkimpy's own function.
-_OPENSSL_KEYS: dict[int, rsa.RSAPrivateKey] = {}  # modulus -> key
-_PREHASHED = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}
-_dkimpy_rsa_sign = dkimpy.RSASSA_PKCS1_v1_5_sign
+def dkim_signature(message: bytes, selector: bytes, domain: bytes, key: rsa.RSAPrivateKey,
+                   include: Sequence[bytes], now: int | None = None) -> bytes:
+    """The ``DKIM-Signature:`` field (LF line endings) for ``message``, rsa-sha256 and
+    relaxed/relaxed (RFC 6376 3.4.2, 3.4.4, 3.5), signing the fields named in ``include``
+    (lowercase) at time ``now`` (default: the clock).
 
-
-def _rsa_sign(digest: Any, private_key: Mapping[str, int]) -> bytes:
-    """``dkim.RSASSA_PKCS1_v1_5_sign`` (RFC 8017 8.2.1), the same result, off the GIL."""
-    key = _OPENSSL_KEYS.get(private_key["modulus"])
-    algorithm = _PREHASHED.get(digest.name.lower())
-    if key is None or algorithm is None:
-        return cast(bytes, _dkimpy_rsa_sign(digest, private_key))
-    return key.sign(digest.digest(), padding.PKCS1v15(), Prehashed(algorithm))
-
-
-dkimpy.RSASSA_PKCS1_v1_5_sign = _rsa_sign
+    Byte for byte what ``dkim.sign(message, selector, domain, <key's PEM>, canonicalize=(relaxed,
+    relaxed), include_headers=include, linesep=b"\\n")`` returns (tests/unit/test_dkim.py checks
+    it): the same tags in the same order, parsed, canonicalized, hashed and folded by dkimpy's
+    own functions. Only the RSA step (RFC 8017 8.2.1) differs: OpenSSL's, through
+    ``cryptography``, which releases the GIL, where dkimpy's two pure-Python ~4 ms big-integer
+    powers held it and stalled the hub even from the threadpool. dkimpy's module is not patched.
+    Raises ``dkim.DKIMException`` for a malformed header section."""
+    headers, body = dkimpy.rfc822_parse(message)
+    body_hash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
+    fields = [
+        (b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", _RELAXED.to_c_value()), (b"d", domain),
+        (b"i", b"@" + domain), (b"q", b"dns/txt"), (b"s", selector),
+        (b"t", str(int(time.time()) if now is None else now).encode("ascii")),
+        (b"h", b" : ".join(include)), (b"bh", body_hash),
+        (b"b", b"0" * 60),  # as dkimpy: a placeholder long enough to fold b= onto its own line
+    ]
+    # RFC 6376 3.7: the signed fields, then this field with an empty b= and no final CRLF.
+    unsigned = dkimpy.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_FIELD))
+    hasher = hashlib.sha256()
+    dkimpy.hash_headers(hasher, _RELAXED, _RELAXED.canonicalize_headers(headers), list(include),
+                        (_FIELD, b" " + unsigned), dict(fields))
+    signature = key.sign(hasher.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    fields[-1] = (b"b", base64.b64encode(signature))
+    value = b"; ".join(b"=".join(f) for f in fields) + b"\n"
+    return _FIELD + b": " + dkimpy.fold(value, namelen=len(_FIELD), linesep=b"\n")
 
 
 class DKIMSigner:
@@ -63,8 +77,8 @@ class DKIMSigner:
 
     def __init__(self, config: DKIMConfig) -> None:
         self.selector = config.selector
-        self._keys: dict[str, bytes] = {}
-        cache: dict[str, bytes] = {}
+        self._keys: dict[str, rsa.RSAPrivateKey] = {}
+        cache: dict[str, rsa.RSAPrivateKey] = {}
         for domain, path in config.keys.items():
             if path not in cache:
                 cache[path] = _load_key(path, f"dkim.keys.{domain}")
@@ -79,7 +93,7 @@ class DKIMSigner:
         """True when ``domain`` has a key."""
         return domain.lower().rstrip(".") in self._keys
 
-    def sign(self, domain: str, message: bytes) -> bytes:
+    def sign(self, domain: str, message: bytes, now: int | None = None) -> bytes:
         """The ``DKIM-Signature:`` header field for ``message`` (LF or CRLF line endings), with
         LF line endings, to put in front of it. CPU-bound and proportional to the message size:
         blocking, so call it in the threadpool (``safeio.run_blocking``). Raises ``DKIMError``
@@ -98,29 +112,23 @@ class DKIMSigner:
             raise DKIMError("the message has no From header field (RFC 6376 5.4)")
         include.append("from")  # signed once more than present: no From can be added later
         try:
-            signature: bytes = dkimpy.sign(
-                message, self.selector.encode("ascii"), domain.encode("ascii"), key,
-                canonicalize=(b"relaxed", b"relaxed"), include_headers=[
-                    h.encode("ascii") for h in include], linesep=b"\n")
+            return dkim_signature(message, self.selector.encode("ascii"), domain.encode("ascii"),
+                                  key, [h.encode("ascii") for h in include], now)
         except dkimpy.DKIMException as exc:
             raise DKIMError(f"cannot sign for {domain}: {exc}") from exc
-        return signature
 
 
-def _load_key(path: str, key_path: str) -> bytes:
+def _load_key(path: str, key_path: str) -> rsa.RSAPrivateKey:
     try:
         with open(path, "rb") as handle:
-            pem = handle.read()
-        parse_pem_private_key(pem)  # what dkimpy will read it as
-        key = serialization.load_pem_private_key(pem, password=None)
+            key = serialization.load_pem_private_key(handle.read(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("not an RSA key")
-        _OPENSSL_KEYS[key.private_numbers().public_numbers.n] = key
     except OSError as exc:
         raise ConfigError(f"{key_path}: cannot read {path}: {exc.strerror}") from exc
-    except (UnparsableKeyError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigError(f"{key_path}: {path} is not a PEM RSA private key") from exc
-    return pem
+    return key
 
 
 # ---------------------------------------------------------------------- keys and DNS

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
+import types
 
 import dkim as dkimpy
 import pytest
 
 from geomail.config import DKIMConfig
-from geomail.dkim import DKIMError, DKIMSigner, dns_txt_record, keygen, split_txt
+from geomail.dkim import (
+    SIGNED_HEADERS,
+    DKIMError,
+    DKIMSigner,
+    dns_txt_record,
+    keygen,
+    split_txt,
+)
 from geomail.errors import ConfigError
 
 MESSAGE = (b"From: Alice <alice@example.com>\nTo: bob@example.org\nSubject: Hello\n"
@@ -95,24 +104,73 @@ def test_errors(key: tuple[str, str], tmp_path) -> None:
         DKIMSigner(DKIMConfig("geomail", {"example.com": str(tmp_path / "missing.key")}))
 
 
-def test_rsa_step_runs_in_openssl_with_dkimpys_result(key: tuple[str, str], monkeypatch) -> None:
-    """RFC 8017 8.2.1 (RSASSA-PKCS1-v1_5, deterministic): for a key the signer loaded, the RSA
-    step is OpenSSL's (which releases the GIL), and its signature is byte for byte the one
-    dkimpy's own pure-Python RSA makes; a key loaded elsewhere still gets dkimpy's."""
-    import hashlib
+# Messages whose signing exercises dkimpy's parsing, canonicalization and folding: CRLF and LF,
+# folded and repeated fields, trailing white space and empty lines, an empty body, a long h=.
+SAMPLES = [
+    MESSAGE,
+    MESSAGE.replace(b"\n", b"\r\n"),
+    b"Received: from a\nFrom:  Alice\n  <alice@example.com> \nTo: a@example.org,\n\tb@example.org\n"
+    b"To: c@example.org\nSubject: folded\n =?utf-8?q?caf=C3=A9?=\n\nline  with   spaces  \n\n\n",
+    b"From: alice@example.com\nSubject: no body\n\n",
+    b"From: alice@example.com\n" + b"".join(f"{name}: v\n".encode() for name in SIGNED_HEADERS)
+    + b"\n" + b"x" * 3000 + b"\n",
+]
 
-    from dkim.crypto import parse_pem_private_key
 
-    from geomail import dkim as geomail_dkim
+def tag(header: bytes, name: bytes) -> bytes:
+    """The value of tag ``name`` in a DKIM-Signature field, white space removed."""
+    value = b"".join(header.split(b":", 1)[1].split())
+    return next(t.split(b"=", 1)[1] for t in value.split(b";") if t.split(b"=", 1)[0] == name)
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=range(len(SAMPLES)))
+def test_signature_is_dkimpys_byte_for_byte(key: tuple[str, str], message: bytes) -> None:
+    """RFC 6376 3.5 / RFC 8017 8.2.1 (RSASSA-PKCS1-v1_5 is deterministic): for the same key, time
+    and signed fields, the header is byte for byte the one dkimpy's own ``dkim.sign`` makes, and
+    dkimpy's ``dkim.verify`` accepts it (issue 10 item 16: no patching of dkimpy)."""
+    path, txt = key
+    signer = DKIMSigner(DKIMConfig("geomail", {"example.com": path}))
+    include = tag(signer.sign("example.com", message), b"h").split(b":")
+    with open(path, "rb") as handle:
+        pem = handle.read()
+    theirs = dkimpy.sign(message, b"geomail", b"example.com", pem,
+                         canonicalize=(b"relaxed", b"relaxed"), include_headers=include,
+                         linesep=b"\n")
+    ours = signer.sign("example.com", message, now=int(tag(theirs, b"t")))
+    assert ours == theirs
+    assert verify(ours + message, txt)
+    assert verify((ours + message).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), txt)
+
+
+def test_dkimpy_module_is_not_patched(key: tuple[str, str]) -> None:
+    """Issue 10 item 16: signing leaves dkimpy's module as dkimpy made it (its RSA function
+    included), so other users of dkimpy in the process and dkimpy's own updates are unaffected."""
+    from dkim import crypto
 
     path, _txt = key
-    DKIMSigner(DKIMConfig("geomail", {"example.com": path}))
-    with open(path, "rb") as handle:
-        parsed = parse_pem_private_key(handle.read())
-    digest = hashlib.sha256(b"canonicalized header fields")
-    assert parsed["modulus"] in geomail_dkim._OPENSSL_KEYS
-    assert dkimpy.RSASSA_PKCS1_v1_5_sign is geomail_dkim._rsa_sign
-    openssl = geomail_dkim._rsa_sign(digest, parsed)
-    assert openssl == geomail_dkim._dkimpy_rsa_sign(digest, parsed)
-    monkeypatch.setattr(geomail_dkim, "_OPENSSL_KEYS", {})  # a key this module did not load
-    assert geomail_dkim._rsa_sign(digest, parsed) == openssl
+    DKIMSigner(DKIMConfig("geomail", {"example.com": path})).sign("example.com", MESSAGE)
+    assert dkimpy.RSASSA_PKCS1_v1_5_sign is crypto.RSASSA_PKCS1_v1_5_sign
+    foreign = [name for name, value in vars(dkimpy).items()
+               if callable(value) and getattr(value, "__module__", "").startswith("geomail")]
+    assert foreign == []
+
+
+def test_rsa_step_runs_in_openssl(key: tuple[str, str]) -> None:
+    """The RSA step is OpenSSL's (``cryptography``, which releases the GIL), never dkimpy's
+    pure-Python big-integer powers that held it ~8 ms a signature and stalled the hub even from
+    the threadpool (DESIGN rule 2): no function of ``dkim.crypto`` runs while signing."""
+    path, txt = key
+    signer = DKIMSigner(DKIMConfig("geomail", {"example.com": path}))
+    called: list[str] = []
+
+    def profile(frame: types.FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_globals.get("__name__") == "dkim.crypto":
+            called.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        header = signer.sign("example.com", MESSAGE)
+    finally:
+        sys.setprofile(None)
+    assert called == []
+    assert verify(header + MESSAGE, txt)
