@@ -1,5 +1,13 @@
-"""What the SMTP and POP3 connection shells share: owning the socket, timeouts, graceful drain,
+"""What the SMTP and POP3 connection shells share: owning the socket, deadlines, graceful drain,
 and parking idle connections.
+
+Time limits are deadlines, not idle timers (RFC 5321 4.5.3.2; Postfix's
+``smtpd_per_record_deadline``): each record the client owes (a command line, a DATA body, a BDAT
+chunk, a POP3 command) must arrive whole by an absolute time set when the server started waiting
+for it, so a client trickling one byte at a time gains nothing. Message data earns a little
+extra time per octet received (``limits.min_data_rate``, as Postfix's ``smtpd_min_data_rate``),
+so a large message sent at a normal pace is never cut. Every connection also has a total
+lifetime (``limits.max_connection_time``).
 
 A connection runs in a greenlet while it has something to do. When its client has been silent
 for ``PARK_AFTER`` seconds, it parks: the greenlet ends and an I/O watcher plus a timer wait
@@ -15,12 +23,14 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
 import gevent
 
 from geomail import maillog
+from geomail.log import event
 from geomail.server.listener import ShuttingDown
 from geomail.server.tls import TLSHandshakeError
 
@@ -35,17 +45,19 @@ class Parked(Exception):
 
 class Connection:
     """Base of the protocol shells. Subclasses implement ``converse`` (the read loop, calling
-    ``receive``), ``timeout`` (the current wait limit), ``idle`` (no transaction in progress)
-    and the goodbye lines; ``serve`` runs the first greenlet."""
+    ``receive`` and ``restart_deadline``), ``timeout`` (the time the client has for what it
+    owes now), ``idle`` (no transaction in progress) and the goodbye lines; ``serve`` runs the
+    first greenlet."""
 
-    __slots__ = ("_greenlet", "_on_end", "_parked", "_short_timeout", "_waiting", "_watchers",
-                 "client", "session_id", "sock")
+    __slots__ = ("_deadline", "_end_of_life", "_greenlet", "_on_end", "_parked",
+                 "_short_timeout", "_waiting", "_watchers", "client", "session_id", "sock")
 
     goodbye_shutdown = b""
     goodbye_timeout = b""
+    goodbye_lifetime = b""
 
     def __init__(self, sock: socket.socket, client: str, session_id: str,
-                 on_end: Callable[[Connection], None]) -> None:
+                 on_end: Callable[[Connection], None], lifetime: float) -> None:
         self.sock = sock
         self.client = client
         self.session_id = session_id
@@ -53,8 +65,11 @@ class Connection:
         self._greenlet: gevent.Greenlet | None = None
         self._waiting = False
         self._parked = False
-        self._short_timeout = False  # the socket timeout is PARK_AFTER, not the real limit
+        self._short_timeout = False  # the socket timeout is receive's, not the send limit
         self._watchers: tuple[Any, Any] | None = None
+        now = time.monotonic()
+        self._end_of_life = now + lifetime
+        self._deadline = self._end_of_life  # set by restart_deadline once the greeting is out
 
     # ---- for subclasses ---------------------------------------------------------------------
 
@@ -64,7 +79,7 @@ class Connection:
 
     @property
     def timeout(self) -> float:
-        """How long the client may stay silent now."""
+        """How long the client has, from now, for the record it owes next."""
         raise NotImplementedError
 
     @property
@@ -93,8 +108,8 @@ class Connection:
         except OSError as exc:
             reason = f"error ({exc.strerror or type(exc).__name__})"
         except Exception:
-            log.exception("bug in connection session=%s client=%s", self.session_id,
-                          self.client)
+            event(log, logging.ERROR, "internal-error", exc_info=True, where="connection",
+                  session=self.session_id, client=self.client)
             reason = "internal-error"
         self.end(reason)
 
@@ -114,20 +129,44 @@ class Connection:
             on_end, self._on_end = self._on_end, None  # type: ignore[assignment]
             on_end(self)
 
+    # ---- deadlines -------------------------------------------------------------------------
+
+    def restart_deadline(self) -> None:
+        """The server has answered: the client owes a new record, due ``timeout`` from now."""
+        self._deadline = min(time.monotonic() + self.timeout, self._end_of_life)
+
+    def extend_deadline(self, seconds: float) -> None:
+        """Credit for message data received: later by ``seconds``, but never more than
+        ``timeout`` from now (a burst does not buy a long silence afterwards)."""
+        now = time.monotonic()
+        self._deadline = min(self._deadline + seconds, now + self.timeout, self._end_of_life)
+
+    @property
+    def lifetime_over(self) -> bool:
+        return time.monotonic() >= self._end_of_life
+
+    def timeout_goodbye(self) -> bytes:
+        """What to say when a deadline passed: the lifetime limit or the record's."""
+        return self.goodbye_lifetime if self.lifetime_over else self.goodbye_timeout
+
     def receive(self, size: int) -> bytes:
         """The next bytes from the client (b"" at end of stream). Raises TimeoutError when the
-        client stays silent past ``timeout``, Parked when the wait moves to a watcher."""
-        limit = self.timeout
+        deadline passes first, Parked when the wait moves to a watcher. The deadline is not
+        moved by what arrives: only ``restart_deadline`` and ``extend_deadline`` move it."""
+        deadline = self._deadline
+        limit = deadline - time.monotonic()
+        if limit <= 0:
+            raise TimeoutError("deadline passed")
         parkable = limit > PARK_AFTER and not _tls_pending(self.sock)
         self.sock.settimeout(PARK_AFTER if parkable else limit)
-        self._short_timeout = parkable
+        self._short_timeout = True
         self._waiting = True
         try:
             return self.sock.recv(size)
         except TimeoutError:
             if not parkable:
                 raise
-            self._park(limit - PARK_AFTER)
+            self._park(max(deadline - time.monotonic(), 0.0))
             raise Parked from None
         finally:
             self._waiting = False
@@ -158,8 +197,9 @@ class Connection:
         gevent.spawn(self._expire if timed_out else self.run)
 
     def _expire(self) -> None:
-        self.send_quietly(self.goodbye_timeout)
-        self.end("timeout")
+        lifetime = self.lifetime_over
+        self.send_quietly(self.timeout_goodbye())
+        self.end("lifetime" if lifetime else "timeout")
 
     # ---- drain ------------------------------------------------------------------------------
 
@@ -183,8 +223,10 @@ class Connection:
     def send(self, data: bytes) -> None:
         """Send all of ``data`` within the current limit. One send(2) does for a short reply
         (gevent's sendall also asks the kernel for its buffer size on every call)."""
-        if self._short_timeout:  # a client slow to read gets the whole limit, not PARK_AFTER
-            self.sock.settimeout(self.timeout)
+        if self._short_timeout:  # a client slow to read gets the whole limit, not what is
+            # left of the receive deadline (nor PARK_AFTER)
+            remaining = self._end_of_life - time.monotonic()
+            self.sock.settimeout(max(min(self.timeout, remaining), 0.001))
             self._short_timeout = False
         sent = self.sock.send(data)
         if sent < len(data):

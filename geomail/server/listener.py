@@ -5,16 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
 
 import gevent
 from gevent.baseserver import BaseServer
+from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from geomail import maillog
+from geomail.clientnet import client_network
 from geomail.config import ListenerConfig
+from geomail.log import event
 
 log = logging.getLogger(__name__)
 
@@ -34,46 +37,86 @@ class Connection(Protocol):
         """Make the connection say goodbye (421 / -ERR) and close, from another greenlet."""
 
 
-class ConnectionTracker:
-    """Counts open connections in total and per client IP, and finds them again to drain."""
+class Refusal(NamedTuple):
+    """Why a connection is turned away: the reason, and the config key whose limit it hit."""
 
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
+    reason: str  # too-many-connections, too-many-from-ip, shutting-down
+    limit: str | None = None  # e.g. "limits.max_connections_per_ip"
+
+
+class ConnectionBudget:
+    """One class of service's share of connections: at most ``max_total`` open, and at most
+    ``max_per_client`` from one client network (``network`` maps an address to its key, e.g. an
+    IPv6 /64). ``keys`` names the two config keys, for the refusal log line."""
+
+    def __init__(self, max_total: int, max_per_client: int,
+                 network: Callable[[str], str] = client_network,
+                 keys: tuple[str, str] = ("max_connections", "max_connections_per_ip")) -> None:
         self.max_total = max_total
-        self.max_per_ip = max_per_ip
+        self.max_per_client = max_per_client
+        self.network = network
+        self._full = Refusal("too-many-connections", f"limits.{keys[0]}")
+        self._client_full = Refusal("too-many-from-ip", f"limits.{keys[1]}")
         self.total = 0
         self.accepted = 0  # since start, for metrics
-        self._per_ip: dict[str, int] = {}
-        self._live: set[Connection] = set()
-        self.draining = False
+        self._per_client: dict[str, int] = {}
 
-    def admit(self, ip: str) -> str | None:
-        """Count a new connection, or say why it must be refused."""
-        if self.draining:
-            return "shutting-down"
+    def admit(self, key: str) -> Refusal | None:
+        """Count a new connection from the client network ``key``, or say why it must be
+        refused."""
         if self.total >= self.max_total:
-            return "too-many-connections"
-        count = self._per_ip.get(ip, 0)
-        if count >= self.max_per_ip:
-            return "too-many-from-ip"
-        self._per_ip[ip] = count + 1
+            return self._full
+        count = self._per_client.get(key, 0)
+        if count >= self.max_per_client:
+            return self._client_full
+        self._per_client[key] = count + 1
         self.total += 1
         self.accepted += 1
         return None
 
-    def release(self, ip: str) -> None:
-        """A connection admitted from ``ip`` has ended."""
+    def release(self, key: str) -> None:
+        """A connection admitted under ``key`` has ended."""
         self.total -= 1
-        count = self._per_ip.get(ip, 1) - 1
+        count = self._per_client.get(key, 1) - 1
         if count:
-            self._per_ip[ip] = count
+            self._per_client[key] = count
         else:
-            self._per_ip.pop(ip, None)
+            self._per_client.pop(key, None)
+
+
+class ConnectionTracker:
+    """Knows every live connection (to drain them) and the budgets listeners admit against."""
+
+    def __init__(self, budgets: Iterable[ConnectionBudget]) -> None:
+        self.budgets = tuple(budgets)
+        self._live: set[Connection] = set()
+        self._none_live = Event()  # set while no connection is registered
+        self._none_live.set()
+        self.draining = False
+
+    @property
+    def total(self) -> int:
+        """Connections open now, in every budget."""
+        return sum(budget.total for budget in self.budgets)
+
+    @property
+    def accepted(self) -> int:
+        return sum(budget.accepted for budget in self.budgets)
 
     def register(self, conn: Connection) -> None:
         self._live.add(conn)
+        self._none_live.clear()
 
     def unregister(self, conn: Connection) -> None:
         self._live.discard(conn)
+        if not self._live:
+            self._none_live.set()
+
+    def wait_all_ended(self, timeout: float) -> bool:
+        """Wait until every registered connection has ended, whatever greenlet serves it (a
+        parked connection is woken in a fresh one, outside the listeners' pool); False if some
+        are still open after ``timeout`` seconds."""
+        return bool(self._none_live.wait(max(timeout, 0.0)))
 
     def interrupt_idle(self) -> int:
         """Start draining: interrupt every idle connection; busy ones finish their transaction
@@ -138,13 +181,17 @@ class BoundServer:
 
 
 class Listener(BoundServer):
-    """One mail listening address: accepts, applies the connection limits, spawns ``serve``."""
+    """One mail listening address: accepts, admits against its budget, spawns ``serve``.
+
+    ``refusals`` maps a refusal reason to the bytes sent before closing; an implicit-TLS
+    listener gets none, so an over-limit client there is closed without a plaintext byte."""
 
     def __init__(self, config: ListenerConfig, serve: Handler, tracker: ConnectionTracker,
-                 refusals: dict[str, bytes], pool: Pool) -> None:
+                 budget: ConnectionBudget, refusals: dict[str, bytes], pool: Pool) -> None:
         super().__init__(config)
         self._serve = serve
         self._tracker = tracker
+        self._budget = budget
         self._refusals = refusals
         self._pool = pool
         self.open = 0  # connections open on this listener now (metrics)
@@ -154,11 +201,16 @@ class Listener(BoundServer):
 
     def _handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
         ip = _plain_ip(address[0])
-        reason = self._tracker.admit(ip)
-        if reason is not None:
-            maillog.refused(self.config.kind, ip, reason)
-            with contextlib.suppress(OSError):
-                sock.sendall(self._refusals.get(reason, b""))
+        budget = self._budget
+        key = budget.network(ip)
+        refusal = Refusal("shutting-down") if self._tracker.draining else budget.admit(key)
+        if refusal is not None:
+            maillog.refused(self.config.kind, ip, refusal.reason, limit=refusal.limit,
+                            network=key if key != ip else None)
+            text = self._refusals.get(refusal.reason)
+            if text:
+                with contextlib.suppress(OSError):
+                    sock.sendall(text)
             sock.close()
             return
         self.open += 1
@@ -169,7 +221,7 @@ class Listener(BoundServer):
             if not released:
                 released = True
                 self.open -= 1
-                self._tracker.release(ip)
+                budget.release(key)
 
         try:
             self._serve(sock, (ip, address[1]), ended)
@@ -177,7 +229,8 @@ class Listener(BoundServer):
             sock.close()
             ended(None)
         except Exception:
-            log.exception("bug in connection service=%s client=%s", self.config.kind, ip)
+            event(log, logging.ERROR, "internal-error", exc_info=True, where="listener",
+                  service=self.config.kind, client=ip)
             sock.close()
             ended(None)
 

@@ -11,6 +11,7 @@ from geomail import maillog
 from geomail.config import Limits
 from geomail.errors import StoreError
 from geomail.ids import new_id
+from geomail.log import event
 from geomail.proto.dotwriter import DotWriter
 from geomail.proto.pop3 import (
     Output,
@@ -33,6 +34,7 @@ RECV_SIZE = 16384
 FLUSH_AT = 256 * 1024  # send once this much output is buffered (pipelined RETRs)
 BYE_SHUTDOWN = b"-ERR [SYS/TEMP] Server shutting down\r\n"
 BYE_TIMEOUT = b"-ERR Autologout; idle for too long\r\n"
+BYE_LIFETIME = b"-ERR Autologout; connection time limit reached\r\n"
 ERR_UNREADABLE = b"-ERR [SYS/TEMP] Message cannot be read now\r\n"
 
 
@@ -60,10 +62,12 @@ class POP3Connection(Connection):
 
     goodbye_shutdown = BYE_SHUTDOWN
     goodbye_timeout = BYE_TIMEOUT
+    goodbye_lifetime = BYE_LIFETIME
 
     def __init__(self, service: POP3Service, sock: socket.socket, address: tuple[str, int],
                  on_end: Callable[[Connection], None]) -> None:
-        super().__init__(sock, address[0], new_id(), on_end)
+        super().__init__(sock, address[0], new_id(), on_end,
+                         service.limits.max_connection_time)
         self.service = service
         self.session = POP3Session(service.handler, address[0], service.settings,
                                    tls_active=service.kind == "pop3s")
@@ -79,7 +83,9 @@ class POP3Connection(Connection):
 
     @property
     def timeout(self) -> float:
-        return self.service.limits.pop3_timeout  # RFC 1939 3: the autologout timer
+        # RFC 1939 3, the autologout timer, kept as a deadline: each command line is due
+        # within pop3_timeout of the server's last response.
+        return self.service.limits.pop3_timeout
 
     @property
     def in_transaction(self) -> bool:
@@ -99,14 +105,17 @@ class POP3Connection(Connection):
                 self._start_tls()
             self.send(session.greeting())
             self._greeted = True
+            self.restart_deadline()
         while True:
             try:
                 data = self.receive(RECV_SIZE)
             except TimeoutError:
-                self.send_quietly(BYE_TIMEOUT)
-                return "timeout"
+                lifetime = self.lifetime_over
+                self.send_quietly(self.timeout_goodbye())
+                return "lifetime" if lifetime else "timeout"
             try:
                 outputs = self._advance(session.feed, data)
+                responded = bool(outputs)  # a new command is due once the responses are out
                 while outputs:
                     for output in outputs:
                         if isinstance(output, Send):
@@ -117,19 +126,23 @@ class POP3Connection(Connection):
                             self._flush()
                             self._start_tls()
                             session.tls_started()
+                            self.restart_deadline()
                         elif isinstance(output, Close):
                             self._flush()
                             if session.commit_error is not None:
-                                log.error("pop3-commit-failed user=%s error=%s", session.user,
-                                          session.commit_error)
+                                event(log, logging.ERROR, "pop3-commit-failed",
+                                      user=session.user, error=str(session.commit_error))
                             return "quit" if data else "eof"
                     outputs = self._advance(session.resume)  # commands pipelined after a RETR
             except StoreError as exc:  # in the middle of a message: the client sees no "."
-                log.error("pop3-read-failed user=%s error=%s", session.user, exc)
+                event(log, logging.ERROR, "pop3-read-failed", user=session.user,
+                      error=str(exc))
                 return "store-error"
             if outputs is None:
                 return "internal-error"
             self._flush()
+            if responded:
+                self.restart_deadline()
             if tracker.draining and session.state is not State.CLOSED:
                 self.send_quietly(BYE_SHUTDOWN)
                 return "shutdown"
@@ -139,7 +152,8 @@ class POP3Connection(Connection):
         try:
             return step(*args)
         except Exception:  # a bug: never a traceback to the client
-            log.exception("bug in pop3 session client=%s", self.client)
+            event(log, logging.ERROR, "internal-error", exc_info=True, where="pop3-session",
+                  client=self.client)
             self.send_quietly(b"-ERR [SYS/TEMP] Internal error\r\n")
             return None
 
@@ -157,8 +171,8 @@ class POP3Connection(Connection):
         try:
             first = next(chunks, b"")
         except StoreError as exc:
-            log.warning("pop3-read-failed user=%s message=%d error=%s", self.session.user,
-                        output.index + 1, exc)
+            event(log, logging.WARNING, "pop3-read-failed", user=self.session.user,
+                  message=output.index + 1, error=str(exc))
             self._queue(ERR_UNREADABLE)
             return
         self._queue(output.header)

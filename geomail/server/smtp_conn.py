@@ -7,12 +7,14 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gevent
+
 from geomail import maillog
 from geomail.config import Limits
 from geomail.ids import new_id
 from geomail.log import event
 from geomail.proto import reply as R
-from geomail.proto.reply import Close, Reply, StartTLS
+from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.smtp import SMTPSession, State
 from geomail.proto.smtp_policy import SessionInfo, SMTPHandler, SMTPSettings
 from geomail.server.connection import Connection
@@ -24,6 +26,7 @@ transcript = logging.getLogger("geomail.transcript")
 
 RECV_SIZE = 65536
 IDLE_STATES = (State.INITIAL, State.READY)
+R421_LIFETIME = R.R421_TIMEOUT.with_text("Connection time limit reached, closing connection")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +53,12 @@ class SMTPConnection(Connection):
 
     goodbye_shutdown = R.R421_SHUTTING_DOWN.wire
     goodbye_timeout = R.R421_TIMEOUT.wire
+    goodbye_lifetime = R421_LIFETIME.wire
 
     def __init__(self, service: SMTPService, sock: socket.socket, address: tuple[str, int],
                  on_end: Callable[[Connection], None]) -> None:
-        super().__init__(sock, address[0], new_id(), on_end)
+        super().__init__(sock, address[0], new_id(), on_end,
+                         service.limits.max_connection_time)
         self.service = service
         info = SessionInfo(self.session_id, address[0], address[1], service.kind)
         trace = self._trace if transcript.isEnabledFor(logging.DEBUG) else None
@@ -68,7 +73,9 @@ class SMTPConnection(Connection):
 
     @property
     def timeout(self) -> float:
-        # RFC 5321 4.5.3.2: one limit while waiting for a command, a longer one for data.
+        # RFC 5321 4.5.3.2: a command line is due within command_timeout of our last reply; a
+        # DATA body within data_timeout of the 354, a BDAT chunk within data_timeout of its
+        # command (plus the min_data_rate credit, see server/connection.py).
         limits = self.service.limits
         return limits.data_timeout if self.session.reading_data else limits.command_timeout
 
@@ -89,18 +96,29 @@ class SMTPConnection(Connection):
                 self._start_tls()
             self.send(session.greeting().wire)
             self._greeted = True
+            self.restart_deadline()
+        rate = self.service.limits.min_data_rate
         while True:
             try:
                 data = self.receive(RECV_SIZE)
             except TimeoutError:
-                self.send_quietly(R.R421_TIMEOUT.wire)
-                return "timeout"
+                lifetime = self.lifetime_over
+                self.send_quietly(self.timeout_goodbye())
+                return "lifetime" if lifetime else "timeout"
+            reading_data = session.reading_data
             try:
                 outputs = session.feed(data)
             except Exception:  # a bug: never a traceback to the client (DESIGN, errors)
-                log.exception("bug in session session=%s", self.session_id)
+                event(log, logging.ERROR, "internal-error", exc_info=True,
+                      where="smtp-session", session=self.session_id)
                 self.send_quietly(R.R451_LOCAL_ERROR.wire)
                 return "internal-error"
+            # A reply (or the start of a BDAT chunk) makes a new record due: its deadline
+            # starts once the replies are out. Otherwise the record in progress keeps its
+            # deadline; message data earns its min_data_rate credit.
+            record_due = bool(outputs) or session.reading_data != reading_data
+            if not record_due and reading_data and rate:
+                self.extend_deadline(len(data) / rate)
             pending: list[bytes] = []
             for output in outputs:
                 if isinstance(output, Reply):
@@ -112,11 +130,21 @@ class SMTPConnection(Connection):
                     pending = []
                     self._start_tls()
                     session.tls_started(session.info.tls or "TLS")
+                    self.restart_deadline()
+                elif isinstance(output, Delay):  # past the soft error limit: slow down
+                    if pending:
+                        self.send(b"".join(pending))
+                        pending = []
+                    gevent.sleep(output.seconds)
                 elif isinstance(output, Close):
                     self.send_quietly(b"".join(pending))
+                    if session.too_many_errors:
+                        return "too-many-errors"
                     return "quit" if data else "eof"
             if pending:
                 self.send(b"".join(pending))
+            if record_due:
+                self.restart_deadline()
             if tracker.draining and session.state in IDLE_STATES:
                 self.send_quietly(R.R421_SHUTTING_DOWN.wire)
                 return "shutdown"

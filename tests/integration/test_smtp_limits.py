@@ -70,16 +70,36 @@ def test_message_size_boundary(small):
     assert [m.body for m in stored(small, "test1@test.com")] == [exact.replace(b"\r\n", b"\n")]
 
 
-def test_bdat_too_big(small):
-    """RFC 3030 2 / RFC 1870: a BDAT chunk past the limit gets 552; the rest of the chunks are
-    still read (framing kept) and refused, and the next transaction works."""
+def test_bdat_announced_past_the_limit_is_refused_unread(small):
+    """Issue 10 item 5 (RFC 1870 6.1 / RFC 3030 2): a BDAT chunk whose announced size is over
+    the message size limit gets 552 5.3.4 and the connection is closed at once, without the
+    server waiting for (or reading) the chunk."""
     with Dialog(small.ports["smtp"][0]) as smtp:
         smtp.greeting()
         _start_transaction(smtp)
-        smtp.send(b"BDAT 12000\r\n" + b"a" * 11998 + b"\r\n")
+        start = time.monotonic()
+        smtp.line("BDAT 999999999 LAST")
         smtp.expect("552 5.3.4")
-        smtp.send(b"BDAT 4 LAST\r\nend\n")
+        smtp.expect_closed(within=2)
+        assert time.monotonic() - start < 2
+    assert stored(small, "test1@test.com") == []
+
+
+def test_bdat_chunks_adding_up_past_the_limit(small):
+    """Issue 10 item 5 (RFC 1870 6.1 / RFC 3030 2): a chunk that would take the message past
+    the limit together with the chunks before it gets 552 5.3.4 and the close, unread; nothing
+    is stored and the next connection is served."""
+    port = small.ports["smtp"][0]
+    with Dialog(port) as smtp:
+        smtp.greeting()
+        _start_transaction(smtp)
+        smtp.send(b"BDAT 6000\r\n" + b"a" * 5998 + b"\r\n")
+        smtp.expect("250 2.0.0")
+        smtp.line("BDAT 6000 LAST")
         smtp.expect("552 5.3.4")
+        smtp.expect_closed(within=2)
+    with Dialog(port) as smtp:
+        smtp.greeting()
         _start_transaction(smtp)
         smtp.send(b"BDAT 4 LAST\r\nok\r\n")
         smtp.expect("250 2.0.0")
