@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -11,9 +12,10 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 
-from geomail import maillog, metrics, system
+from geomail import maillog, metrics, preload, system
 from geomail.access import MailAccess
 from geomail.auth import Authenticator
+from geomail.clientnet import client_network
 from geomail.config import Config, ListenerConfig, load_config
 from geomail.courier.local import LocalCourier
 from geomail.courier.mx import MXResolver
@@ -21,6 +23,7 @@ from geomail.courier.smtp import SMTPCourier
 from geomail.dkim import DKIMSigner
 from geomail.errors import ConfigError
 from geomail.inbound import InboundPolicy, Services
+from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.pop3 import POP3Settings
 from geomail.proto.smtp_policy import SMTPSettings
@@ -28,11 +31,13 @@ from geomail.queue.control import ControlServer, socket_path
 from geomail.queue.item import QueueItem, Recipient
 from geomail.queue.queue import Queue
 from geomail.routing import Router
+from geomail.safeio import run_blocking
 from geomail.server.http import HealthServer
-from geomail.server.listener import ConnectionTracker, Listener
+from geomail.server.listener import ConnectionBudget, ConnectionTracker, Listener
 from geomail.server.pop3_conn import POP3Service
 from geomail.server.smtp_conn import SMTPService
 from geomail.server.tls import TLSContextHolder
+from geomail.spool import sweep as sweep_spool
 from geomail.store.base import open_store
 from geomail.userdb import UserDB
 
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 IO_THREADS = int(os.environ.get("GEOMAIL_IO_THREADS", "16"))
 SMTP_KINDS = ("smtp", "submission", "submissions")
 POP3_KINDS = ("pop3", "pop3s")
+IMPLICIT_TLS_KINDS = ("submissions", "pop3s")
 SMTP_REFUSALS = {
     "too-many-connections": R.R421_TOO_MANY_CONNECTIONS.wire,
     "too-many-from-ip": R.R421_TOO_MANY_FROM_IP.wire,
@@ -60,9 +66,22 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         limits = config.limits
-        self.tracker = ConnectionTracker(limits.max_connections, limits.max_connections_per_ip)
-        # A little room above the limit so that over-limit clients still get their 421.
-        self.pool = Pool(limits.max_connections + max(100, limits.max_connections // 10))
+        network = functools.partial(client_network, ipv4_prefix=limits.ipv4_prefix,
+                                    ipv6_prefix=limits.ipv6_prefix)
+        # Port 25 (anyone) and the users' ports (submission, POP3) have separate budgets, so a
+        # flood on 25 cannot refuse the owner.
+        self.budgets = {
+            "smtp": ConnectionBudget(limits.max_connections, limits.max_connections_per_ip,
+                                     network, ("max_connections", "max_connections_per_ip")),
+            "user": ConnectionBudget(limits.max_user_connections,
+                                     limits.max_user_connections_per_ip, network,
+                                     ("max_user_connections", "max_user_connections_per_ip")),
+        }
+        self.tracker = ConnectionTracker(self.budgets.values())
+        # Every admitted connection fits (that is the memory bound), plus a little room so that
+        # over-limit clients still get their 421.
+        capacity = limits.max_connections + limits.max_user_connections
+        self.pool = Pool(capacity + max(100, capacity // 10))
         self.tls = TLSContextHolder(config.tls) if config.tls else None
         self.store = open_store(config.store, config.hostname)
         self.authenticator = Authenticator(UserDB(config.users), limits)
@@ -75,7 +94,8 @@ class App:
         self.queue = Queue(config.queue_dir, config.relay, config.hostname,
                            local=LocalCourier(self.store), remote=self.courier,
                            is_local=self._is_local, expand=self._bounce_mailboxes,
-                           postmaster=self._postmaster(), on_event=_queue_event)
+                           postmaster=self._postmaster(), on_event=_queue_event,
+                           max_received=config.limits.max_received_headers)
         self.services.queue = self.queue
         self.control = ControlServer(self.queue, socket_path(config.data_dir))
         self.policy = InboundPolicy(config, self.services, os.path.join(config.data_dir, "spool"))
@@ -84,7 +104,7 @@ class App:
                           if lst.kind in SMTP_KINDS + POP3_KINDS]
         self.http = [HealthServer(lst, self.problems, metrics.render)
                      for lst in config.listeners if lst.kind == "http"]
-        metrics.reset()
+        metrics.reset(services=[lst.config.kind for lst in self.listeners])
         metrics.add_gauges(self._gauges)
         self._stopped = Event()
 
@@ -96,7 +116,8 @@ class App:
                              allow_plaintext_auth=config.allow_plaintext_auth,
                              max_bad_commands=self.config.limits.max_bad_commands),
                 self.config.limits, self.tracker, self.tls)
-            return Listener(config, pop3.serve, self.tracker, POP3_REFUSALS, self.pool)
+            return Listener(config, pop3.serve, self.tracker, self.budgets["user"],
+                            _refusals(config, POP3_REFUSALS), self.pool)
         settings = SMTPSettings(
             hostname=self.config.hostname,
             max_message_size=self.config.limits.max_message_size,
@@ -104,12 +125,19 @@ class App:
             max_line_length=self.config.limits.max_line_length,
             max_command_length=self.config.limits.max_command_length,
             max_bad_commands=self.config.limits.max_bad_commands,
+            soft_error_limit=self.config.limits.soft_error_limit,
+            hard_error_limit=self.config.limits.hard_error_limit,
+            error_sleep_time=self.config.limits.error_sleep_time,
+            junk_command_limit=self.config.limits.junk_command_limit,
+            max_received_headers=self.config.limits.max_received_headers,
             tls_available=self.tls is not None and config.kind != "submissions",
             allow_plaintext_auth=config.allow_plaintext_auth,
         )
         service = SMTPService(config.kind, self.policy, settings, self.config.limits,
                               self.tracker, self.tls)
-        return Listener(config, service.serve, self.tracker, SMTP_REFUSALS, self.pool)
+        budget = self.budgets["smtp" if config.kind == "smtp" else "user"]
+        return Listener(config, service.serve, self.tracker, budget,
+                        _refusals(config, SMTP_REFUSALS), self.pool)
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -126,8 +154,13 @@ class App:
     def start(self) -> None:
         """Prepare the data directory, resume the queue, then accept connections."""
         gevent.get_hub().threadpool.maxsize = IO_THREADS
-        os.makedirs(os.path.join(self.config.data_dir, "spool"), mode=0o700, exist_ok=True)
-        self.queue.load()
+        spool = os.path.join(self.config.data_dir, "spool")
+        os.makedirs(spool, mode=0o700, exist_ok=True)
+        self.queue.load()  # takes the data directory's lock: no other server uses the spool
+        swept = run_blocking(sweep_spool, spool)
+        if swept:
+            event(log, logging.WARNING, "spool-swept", dir=spool, files=swept,
+                  reason="interrupted-transactions")
         self.control.start()
         for listener in [*self.listeners, *self.http]:
             listener.start()
@@ -139,10 +172,15 @@ class App:
         for listener in self.listeners:
             listener.stop()
         self.tracker.interrupt_idle()
-        if not self.pool.join(timeout=grace):
-            log.warning("shutdown grace expired open=%d", self.tracker.total)
+        # The pool holds the greenlets the listeners spawned; a connection woken from parking
+        # runs in another, so wait for the connections themselves too.
+        end = time.monotonic() + grace
+        if not (self.pool.join(timeout=grace)
+                and self.tracker.wait_all_ended(end - time.monotonic())):
+            event(log, logging.WARNING, "shutdown-grace-expired", open=self.tracker.total)
             self.tracker.interrupt_all()
             self.pool.join(timeout=5)
+            self.tracker.wait_all_ended(5)
         self.control.stop()
         self.queue.stop(timeout=max(grace, 1))
         self.courier.close()
@@ -155,22 +193,23 @@ class App:
         try:
             fresh = load_config(self.config.source)
         except ConfigError as exc:
-            log.error("reload-failed problems=%r", str(exc))
+            event(log, logging.ERROR, "reload-failed", problems=str(exc))
             return
         self.services.router = _router(fresh)
         self.authenticator.reload(UserDB(fresh.users))
         self.queue.postmaster = self._postmaster()
         if self.tls is not None:
             self.tls.reload(fresh.tls)
-        log.info("reloaded users=%d aliases=%d", len(fresh.users), len(fresh.aliases))
+        event(log, logging.INFO, "reloaded", users=len(fresh.users), aliases=len(fresh.aliases))
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (graceful; a second signal stops at once); HUP reloads."""
         def on_term() -> None:
             if self.tracker.draining:
-                log.warning("second stop signal: exiting now")
+                event(log, logging.WARNING, "stopping", signal="second", grace=0)
                 os._exit(1)
-            log.info("stopping signal=term grace=%ss", self.config.limits.shutdown_grace)
+            event(log, logging.INFO, "stopping", signal="term",
+                  grace=f"{self.config.limits.shutdown_grace}s")
             gevent.spawn(self.stop)
 
         gevent.signal_handler(signal.SIGTERM, on_term)
@@ -179,12 +218,13 @@ class App:
         os.umask(0o077)
         self.bind()
         system.prepare_data_dir(self.config.data_dir, self.config.user)
+        preload.before_privilege_drop(IO_THREADS)
         system.drop_privileges(self.config.user)
         self.start()
-        log.info("started pid=%d", os.getpid())
+        event(log, logging.INFO, "started", pid=os.getpid())
         system.sd_notify("READY=1")
         self._stopped.wait()
-        log.info("stopped")
+        event(log, logging.INFO, "stopped")
 
     def problems(self) -> list[str]:
         """What is wrong right now (for /healthz): dead listeners, a dead queue."""
@@ -199,7 +239,8 @@ class App:
         age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
         return [("geomail_connections_open", (("service", lst.config.kind),), lst.open)
                 for lst in self.listeners] + [
-            ("geomail_queue_messages", (), count), ("geomail_queue_oldest_seconds", (), age)]
+            ("geomail_queue_messages", (), count), ("geomail_queue_oldest_seconds", (), age),
+            ("geomail_queue_held", (), self.queue.held)]
 
     # ---- routing callbacks for the queue ---------------------------------------------------
 
@@ -223,6 +264,13 @@ class App:
         for listener in [*self.listeners, *self.http]:
             found.setdefault(listener.config.kind, []).append(listener.port)
         return found
+
+
+def _refusals(config: ListenerConfig, texts: dict[str, bytes]) -> dict[str, bytes]:
+    """What an over-limit client is told: nothing on an implicit-TLS port (465, 995), where a
+    plaintext reply is garbage to a client expecting a TLS handshake, and a handshake per refused
+    client would cost CPU exactly when a flood is on; it is closed at once."""
+    return {} if config.kind in IMPLICIT_TLS_KINDS else texts
 
 
 def _router(config: Config) -> Router:

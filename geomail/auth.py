@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import hmac
-import ipaddress
 import itertools
 import logging
 import os
@@ -22,7 +22,9 @@ from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
 from geomail import metrics
+from geomail.clientnet import client_network
 from geomail.config import Limits
+from geomail.log import event
 from geomail.userdb import UserDB
 
 log = logging.getLogger("geomail.auth")
@@ -136,6 +138,9 @@ class Authenticator:
         self._window = limits.auth_block_time  # failures older than this are forgotten
         self._clock = clock
         self._max_tracked = max_tracked
+        # Throttle per client network, the same key the connection limits count under.
+        self._client_key = functools.partial(client_network, ipv4_prefix=limits.ipv4_prefix,
+                                             ipv6_prefix=limits.ipv6_prefix)
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self._attempts = 0
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -154,12 +159,12 @@ class Authenticator:
 
     def is_blocked(self, client_ip: str) -> bool:
         """True while ``client_ip`` is refused for too many failed logins."""
-        client = self._clients.get(_client_key(client_ip))
+        client = self._clients.get(self._client_key(client_ip))
         return client is not None and self._blocked(client, self._clock())
 
     def authenticate(self, username: str, password: str | bytes, client_ip: str) -> AuthResult:
         """Check a login (RFC 4954 AUTH, RFC 1939 USER/PASS); usernames are full addresses."""
-        key = _client_key(client_ip)
+        key = self._client_key(client_ip)
         client = self._reserve(key)
         if client is None:
             _log_failure(client_ip, username, "blocked")
@@ -169,7 +174,8 @@ class Authenticator:
             now = self._clock()
             if result.ok:
                 client.failures.clear()
-                log.info("auth-ok client=%s user=%s", _log_value(client_ip, 64), result.user)
+                event(log, logging.INFO, "auth-ok", client=_clip(client_ip, 64),
+                      user=result.user)
             else:
                 _log_failure(client_ip, username, result.reason)
                 self._record_failure(client, client_ip, now)
@@ -195,8 +201,8 @@ class Authenticator:
             except (InvalidHashError, VerificationError):
                 _run_hash(_verify, self._dummy_hash, password)  # same cost as a real check
                 ok, reason = False, "bad-hash"
-                log.error("auth-config-error user=%s problem=malformed-password-hash",
-                          _log_value(username))
+                event(log, logging.ERROR, "auth-config-error", user=_clip(username),
+                      problem="malformed-password-hash")
         if ok and stored is not self._dummy_hash and user is not None:
             return AuthResult(True, user.address, False, "ok")
         return AuthResult(False, None, False, reason)
@@ -242,8 +248,8 @@ class Authenticator:
         client.failures.append(now)
         if self._recent_failures(client, now) >= self._max_failures:
             client.blocked_until = now + self._block_time
-            log.warning("auth-blocked client=%s failures=%d seconds=%d", _log_value(client_ip, 64),
-                        len(client.failures), round(self._block_time))
+            event(log, logging.WARNING, "auth-blocked", client=_clip(client_ip, 64),
+                  failures=len(client.failures), seconds=round(self._block_time))
             client.failures.clear()
 
     def _touch(self, key: str) -> _Client:
@@ -280,32 +286,17 @@ class Authenticator:
         self._clients.popitem(last=False)
 
 
-def _client_key(client_ip: str) -> str:
-    """Throttle by IPv4 address, by /64 for IPv6 (one host's share); ``::ffff:a.b.c.d`` is IPv4."""
-    try:
-        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
-        return client_ip
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-def _log_value(text: str, limit: int = 100) -> str:
-    """``text`` as one space-free token: non-printables, spaces, quotes and '=' as \\xNN."""
-    out = [c if c.isprintable() and not c.isspace() and c not in '"\\=' else f"\\x{ord(c):02x}"
-           for c in text[:limit]]
-    return "".join(out) + ("..." if len(text) > limit else "") or '""'
+def _clip(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters for the log (the log quotes and escapes it)."""
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _log_failure(client_ip: str, username: str, reason: str) -> None:
     # One line per failure for fail2ban (conf/fail2ban/filter.d/geomail.conf); client first,
     # so nothing a client sends comes before the part the filter matches.
     metrics.inc("geomail_auth_failures_total")
-    log.warning("auth-failed client=%s user=%s reason=%s", _log_value(client_ip, 64),
-                _log_value(username), reason)
+    event(log, logging.WARNING, "auth-failed", client=_clip(client_ip, 64),
+          user=_clip(username), reason=reason)
 
 
 # -- geomail passwd ----------------------------------------------------------------------------
