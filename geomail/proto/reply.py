@@ -51,6 +51,14 @@ class Close:
     """Output: close the connection after sending the replies before it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Output: send the replies before it, then wait ``seconds`` before going on (a client
+    that keeps making errors is slowed down: Postfix's ``smtpd_error_sleep_time``)."""
+
+    seconds: float
+
+
 # The replies geomail sends, named after their code and meaning (enhanced codes: RFC 3463).
 R214_HELP = Reply(214, "2.0.0", ("Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
                                  "HELP STARTTLS AUTH", "See RFC 5321"))
@@ -99,8 +107,9 @@ R553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 R553_NOT_YOUR_ADDRESS = Reply(553, "5.7.1", "Sender address not owned by the authenticated user")
 R554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 R554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
-R554_LINE_TOO_LONG = Reply(554, "5.6.0", "Message has a line longer than the limit "
-                                          "(RFC 5321 4.5.3.1.6)")
+R554_LINE_TOO_LONG = Reply(554, "5.6.0", "Message has a line longer than the limit")
+R554_MAIL_LOOP = Reply(554, "5.4.6", "Too many Received header fields, mail loop detected "
+                                      "(RFC 5321 6.3)")
 R554_BARE_NEWLINE_IN_BDAT = Reply(554, "5.6.0", "Message data has a bare CR or LF (RFC 5321 2.3.8)")
 R554_TLS_PIPELINED = Reply(554, "5.5.1", "Commands pipelined after STARTTLS, closing connection")
 R555_UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter")

@@ -14,7 +14,16 @@ What each verb may do in each state (anything else gets 503 5.5.1):
 | RSET NOOP HELP VRFY QUIT | ok | ok    | ok           | ok    |
 
 While DATA or BDAT content is read the session is in DATA/BDAT, during an AUTH exchange in AUTH;
-a BDAT chunk is always read to its end, even when the command is refused (RFC 3030 2).
+a BDAT chunk is always read to its end, even when the command is refused (RFC 3030 2), unless
+its size would take the message past the limit (552, closing, the chunk unread).
+
+Error and junk limits (as Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit,
+smtpd_error_sleep_time and smtpd_junk_command_limit): every refused command (a 4xx or 5xx
+reply) counts as an error; past ``soft_error_limit`` errors each further refusal is preceded by
+a ``Delay`` output, at ``hard_error_limit`` the session ends with 421 4.7.0. NOOP, RSET, VRFY,
+HELP, EXPN, HELO, EHLO and recipients over the limit (452 4.5.3) are junk: past
+``junk_command_limit`` each counts as an error too. Both counts restart when a message is
+accepted. Protocol errors (5.5.x) are also bounded on their own by ``max_bad_commands``.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ from collections.abc import Callable
 from geomail.envelope import Envelope
 from geomail.proto import reply as R
 from geomail.proto.dotreader import ChunkReader, DataFault, DotReader
+from geomail.proto.hopcount import HopCounter
 from geomail.proto.lines import LineBuffer, LineFault
-from geomail.proto.reply import Close, Reply, StartTLS
+from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.sasl import (
     MAX_RESPONSE,
     MECHANISMS,
@@ -42,13 +52,15 @@ from geomail.proto.smtp_policy import BodySink, SessionInfo, SMTPHandler, SMTPSe
 
 log = logging.getLogger(__name__)
 
-Output = Reply | StartTLS | Close
+Output = Reply | StartTLS | Close | Delay
 
 # RFC 1870 4, RFC 4954 5, RFC 6152, RFC 6531: room MAIL parameters may add to the 512 octets.
 PARAMETER_ALLOWANCE = 550
 HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE"})
 MAX_AUTH_FAILURES_PER_CONNECTION = 3
 SUBMISSION_KINDS = ("submission", "submissions")
+# Commands that make no progress towards a message (Postfix's junk commands, plus HELO/EHLO).
+JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "HELP", "EXPN", "HELO", "EHLO"})
 
 
 class State(enum.Enum):
@@ -69,9 +81,9 @@ class SMTPSession:
 
     # Thousands of idle sessions stay in memory: no per-instance __dict__.
     __slots__ = ("_auth_failures", "_bad_commands", "_bdat_last", "_bdat_left", "_bdat_refusal",
-                 "_body", "_chunks", "_data", "_lines", "_may_auth", "_resume_state", "_sasl",
-                 "_starttls", "_trace", "accepted", "envelope", "handler", "info", "settings",
-                 "state")
+                 "_body", "_chunks", "_data", "_errors", "_hops", "_junk", "_lines", "_may_auth",
+                 "_resume_state", "_sasl", "_starttls", "_trace", "accepted", "envelope",
+                 "handler", "info", "settings", "state", "too_many_errors")
 
     def __init__(self, handler: SMTPHandler, info: SessionInfo, settings: SMTPSettings,
                  trace: Callable[[str, str], None] | None = None) -> None:
@@ -86,8 +98,11 @@ class SMTPSession:
         if self._may_auth:
             limit = max(limit, MAX_RESPONSE + 2)
         self._lines = LineBuffer(limit)
-        self._bad_commands = 0
+        self._bad_commands = 0  # protocol errors, for max_bad_commands
+        self._errors = 0  # refused commands since the last accepted message
+        self._junk = 0  # junk commands since the last accepted message
         self._auth_failures = 0
+        self._hops: HopCounter | None = None
         self._body: BodySink | None = None
         self._data: DotReader | None = None
         self._chunks: ChunkReader | None = None
@@ -98,6 +113,7 @@ class SMTPSession:
         self._starttls = False
         self._resume_state = State.READY  # where a BDAT chunk returns to
         self.accepted = 0  # messages answered 250 in this session
+        self.too_many_errors = False  # ended by an error limit (421 4.7.0)
 
     # ---- I/O-facing API -------------------------------------------------------------------
 
@@ -192,18 +208,19 @@ class SMTPSession:
             else:
                 self._error(R.R500_UNRECOGNIZED, out)
             return
-        self._emit(command(self, arg.strip(" ")), out)
+        self._emit(command(self, arg.strip(" ")), out, verb in JUNK_VERBS)
 
-    def _emit(self, reply: Reply | None, out: list[Output]) -> None:
-        """Queue a verb's reply; count protocol errors; close if the verb ended the session."""
+    def _emit(self, reply: Reply | None, out: list[Output], junk: bool = False) -> None:
+        """Queue a verb's reply, applying the error limits; close if the verb ended the
+        session."""
         if reply is None:  # BDAT replies once its chunk has been read
             return
-        if reply.code >= 500 and reply.enhanced and reply.enhanced.startswith("5.5."):
-            self._error(reply, out)
-        else:
+        if self.state is State.CLOSED:  # QUIT, or a refusal that ends the session itself
             out.append(reply)
-        if self.state is State.CLOSED:
             self._close(out)
+            return
+        protocol = reply.code >= 500 and (reply.enhanced or "").startswith("5.5.")
+        self._respond(reply, out, junk=junk, protocol=protocol)
 
     def _command_limit(self, verb: str) -> int:
         extra = PARAMETER_ALLOWANCE if verb in ("MAIL", "RCPT") else 0
@@ -211,10 +228,30 @@ class SMTPSession:
 
     def _error(self, reply: Reply, out: list[Output]) -> None:
         """A protocol error: reply, and close once the client has made too many."""
+        self._respond(reply, out, protocol=True)
+
+    def _respond(self, reply: Reply, out: list[Output], *, junk: bool = False,
+                 protocol: bool = False) -> None:
+        """Queue ``reply``; count it against the error and junk limits (see the module
+        docstring): delay it past the soft limit, close with 421 at a hard one."""
+        settings = self.settings
+        overshoot = reply.code == 452 and reply.enhanced == "4.5.3"  # too many recipients
+        error = reply.is_error and not overshoot
+        if junk or overshoot:
+            self._junk += 1
+            error = error or self._junk > settings.junk_command_limit
+        if error:
+            self._errors += 1
+            if (settings.soft_error_limit < self._errors < settings.hard_error_limit
+                    and settings.error_sleep_time > 0):
+                out.append(Delay(settings.error_sleep_time))
         out.append(reply)
-        self._bad_commands += 1
-        if self._bad_commands >= self.settings.max_bad_commands:
+        if protocol:
+            self._bad_commands += 1
+        if (error and self._errors >= settings.hard_error_limit) or (
+                self._bad_commands >= settings.max_bad_commands):
             out.append(R.R421_TOO_MANY_ERRORS)
+            self.too_many_errors = True
             self._close(out)
 
     def _close(self, out: list[Output]) -> None:
@@ -233,6 +270,7 @@ class SMTPSession:
         self._data = None
         self._chunks = None
         self._bdat_refusal = None
+        self._hops = None
         self.envelope = Envelope()
 
     def _trace_in(self, text: str) -> None:
@@ -350,7 +388,8 @@ class SMTPSession:
         if arg:
             return R.R501_SYNTAX.with_text("DATA takes no arguments")
         self._body = self.handler.open_body(self.info, self.envelope)
-        self._data = DotReader(self._body.write, self.settings.max_message_size,
+        self._hops = HopCounter()
+        self._data = DotReader(self._write_body, self.settings.max_message_size,
                                self.settings.max_line_length)
         self.state = State.DATA
         return R.R354_START_DATA
@@ -369,19 +408,28 @@ class SMTPSession:
         return None
 
     def cmd_BDAT(self, arg: str) -> Reply | None:
-        """RFC 3030 2: ``BDAT <size> [LAST]``; the chunk is read even when refused."""
+        """RFC 3030 2: ``BDAT <size> [LAST]``; the chunk is read even when refused, except one
+        that would take the message past the size limit: 552 and close, unread."""
         parts = arg.split()
         size = parts[0] if parts else ""
         if not (size.isascii() and size.isdigit()) or len(size) > 15 or len(parts) > 2 or (
                 len(parts) == 2 and parts[1].upper() != "LAST"):
             self.state = State.CLOSED  # without a size the octets that follow cannot be framed
             return R.R501_SYNTAX.with_text("Syntax: BDAT <size> [LAST]; closing connection")
+        received = self._chunks.size if self._chunks is not None else 0
+        if int(size) + received > self.settings.max_message_size:
+            # Reading octets only to refuse them would let one command cost gigabytes of
+            # bandwidth and time: refuse and close unread (RFC 1870 6.1).
+            self.state = State.CLOSED
+            return R.R552_TOO_BIG.with_text("Message too big for system; closing connection")
         self._bdat_left = int(size)
         self._bdat_last = len(parts) == 2
         self._bdat_refusal = self._transaction_refusal() or self._bdat_refusal
         if self._bdat_refusal is None and self._chunks is None:
             self._body = self.handler.open_body(self.info, self.envelope)
-            self._chunks = ChunkReader(self._body.write, self.settings.max_message_size)
+            self._hops = HopCounter()
+            self._chunks = ChunkReader(self._write_body, self.settings.max_message_size,
+                                       self.settings.max_line_length)
         self._resume_state = self.state
         self.state = State.BDAT
         return None
@@ -477,6 +525,14 @@ class SMTPSession:
 
     # ---- message content ------------------------------------------------------------------
 
+    def _write_body(self, data: bytes) -> None:
+        """The readers' sink: count the hops while the header section lasts, then store."""
+        hops = self._hops
+        if hops is not None and not hops.done:
+            hops.feed(data)
+        assert self._body is not None
+        self._body.write(data)
+
     def _read_data(self, out: list[Output]) -> bool:
         """Feed buffered bytes to the DATA reader; True when the message ended."""
         assert self._data is not None
@@ -489,7 +545,7 @@ class SMTPSession:
             return False
         if not self._data.done:
             return False
-        out.append(self._finish_message(self._data.fault))
+        self._respond(self._finish_message(self._data.fault), out)
         return True
 
     def _read_chunk(self, out: list[Output]) -> bool:
@@ -505,41 +561,51 @@ class SMTPSession:
                 return False
         self.state = self._resume_state
         if self._bdat_refusal is not None:
-            out.append(self._bdat_refusal)
+            refusal = self._bdat_refusal
             if self._bdat_last:
                 self._reset_transaction()
                 self.state = self._idle_state()
+            self._respond(refusal, out)
             return True
         assert self._chunks is not None
         if self._bdat_last:
             self._chunks.finish()
         fault = self._chunks.fault
         if self._bdat_last:
-            out.append(self._finish_message(fault))
+            self._respond(self._finish_message(fault), out)
         elif fault is not None:
             self._bdat_refusal = _fault_reply(fault)
-            out.append(self._bdat_refusal)
+            self._respond(self._bdat_refusal, out)
         else:
             out.append(Reply(250, "2.0.0", f"{self._chunks.size} octets received"))
         return True
 
     def _finish_message(self, fault: DataFault | None) -> Reply:
-        body, envelope = self._body, self.envelope
+        body, envelope, hops = self._body, self.envelope, self._hops
         self._body = None
         self._reset_transaction()
         self.state = self._idle_state()
-        assert body is not None
+        assert body is not None and hops is not None
         if fault is not None:
             body.discard()
             return _fault_reply(fault)
+        hops.finish()
+        if hops.count > self.settings.max_received_headers:  # RFC 5321 6.3: a mail loop
+            body.discard()
+            return R.R554_MAIL_LOOP
         try:
             reply = self.handler.accept_message(self.info, envelope, body)
         except Exception:
-            log.exception("accept_message failed session=%s", self.info.session_id)
+            # An event as geomail.log.event makes it (proto may not import geomail.log).
+            fields = {"where": "accept-message", "session": self.info.session_id}
+            log.exception("internal-error where=accept-message session=%s",
+                          self.info.session_id,
+                          extra={"geomail_fields": fields, "geomail_event": "internal-error"})
             body.discard()
             return R.R451_LOCAL_ERROR
         if reply.code == 250:
             self.accepted += 1
+            self._errors = self._junk = 0  # progress: the client delivered mail
         return reply
 
 

@@ -47,9 +47,14 @@ class SMTPSettings:
     hostname: str
     max_message_size: int = 25 * 1024 * 1024
     max_recipients: int = 100
-    max_line_length: int = 1000
+    max_line_length: int = 0  # message text line with CRLF; 0: only the message size bounds it
     max_command_length: int = 512
-    max_bad_commands: int = 10
+    max_bad_commands: int = 10  # protocol errors (5.5.x replies) before 421
+    soft_error_limit: int = 10  # refused commands before each further refusal is delayed
+    hard_error_limit: int = 20  # refused commands before 421
+    error_sleep_time: float = 1.0  # the delay, in seconds
+    junk_command_limit: int = 100  # NOOP RSET VRFY HELP EXPN HELO EHLO before they count as errors
+    max_received_headers: int = 50  # Received fields a message may carry (RFC 5321 6.3)
     tls_available: bool = False  # a certificate is configured: offer STARTTLS until active
     allow_plaintext_auth: bool = False
     banner: str = field(default="ESMTP geomail")

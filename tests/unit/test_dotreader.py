@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from geomail.proto.dotreader import ChunkReader, DataFault, DotReader
+from tests.support.dotreading import Driver
+from tests.support.splits import ways
 
 MiB = 1024 * 1024
-
-
-def ways(data: bytes) -> Iterator[tuple[str, list[bytes]]]:
-    """h11's tr(): the same bytes whole, byte by byte, and split in two at every offset."""
-    yield "whole", [data]
-    yield "byte by byte", [data[i : i + 1] for i in range(len(data))]
-    for i in range(1, len(data)):
-        yield f"split at {i}", [data[:i], data[i:]]
-
-
-class Driver:
-    """Feeds a DotReader as SMTPSession does: unconsumed bytes go in front of the next packet."""
-
-    def __init__(self, max_size: int = 10_000, max_line: int = 1000) -> None:
-        self.content = bytearray()
-        self.reader = DotReader(self.content.extend, max_size, max_line)
-        self.pending = b""
-
-    def feed(self, chunk: bytes) -> None:
-        self.pending += chunk
-        used = self.reader.feed(self.pending)
-        assert 0 <= used <= len(self.pending)
-        self.pending = self.pending[used:]
 
 
 def read(data: bytes, **kwargs) -> Driver:
@@ -157,6 +134,50 @@ def test_line_length_is_configurable():
     assert read(b"x" * 9 + b"\r\n.\r\n", max_line=10).reader.fault is DataFault.LINE_TOO_LONG
 
 
+@pytest.mark.parametrize("line", [b"x" * 5000 + b"\r\n", b".." + b"y" * 6000 + b"\r\n",
+                                  b"." + b"z" * 4097 + b"\r\n", b"\xe4<p>" * 1500 + b"\r\n"])
+def test_long_lines_without_a_limit(line):
+    """With no line limit (``max_line=0``, the default since issue 10 item 14, as Postfix)
+    long lines are stored byte-exact, a stuffed dot removed (RFC 5321 4.5.2), the terminator
+    still found, however the packets split them."""
+    driver = read(b"first\r\n" + line + b"last\r\n.\r\nNOOP\r\n", max_line=0, max_size=MiB)
+    assert driver.reader.done and driver.reader.fault is None
+    assert bytes(driver.content) == b"first\n" + line[line.startswith(b".") : -2] + b"\nlast\n"
+    assert driver.reader.size == len(b"first\r\n" + line + b"last\r\n") - line.startswith(b".")
+    assert driver.pending == b"NOOP\r\n"
+
+
+@pytest.mark.parametrize("payload", [b"\n.\r\n", b"\r.\r\n", b"\ra", b"\n"])
+def test_bare_newline_inside_a_streamed_line(payload):
+    """A bare CR or LF inside a line long enough to be passed on in pieces still stops
+    reading (RFC 5321 2.3.8; the smuggling defence holds for long lines too)."""
+    driver = Driver(max_line=0, max_size=MiB)
+    driver.feed(b"q" * 8000)
+    driver.feed(payload + b"MAIL FROM:<evil@x.example>\r\n.\r\n")
+    assert driver.reader.fault is DataFault.BARE_NEWLINE and not driver.reader.done
+    assert b"evil" not in driver.content
+
+
+def test_memory_bound_on_a_huge_accepted_line():
+    """A 50 MB line that is accepted (no line limit) is passed on as it comes: after each
+    64 KiB packet at most one byte is left over, and it is stored whole (issue 10 item 14)."""
+    stored = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal stored
+        stored += len(data)
+
+    reader = DotReader(sink, 60 * MiB, 0)
+    packet, pending = b"A" * 65536, b""
+    for _ in range(50 * MiB // len(packet)):
+        pending += packet
+        pending = pending[reader.feed(pending):]
+        assert len(pending) <= 1
+    assert reader.feed(b"\r\n.\r\n") == 5
+    assert reader.done and reader.fault is None
+    assert stored == 50 * MiB + 1 and reader.size == 50 * MiB + 2
+
+
 def test_memory_bound_on_a_huge_line():
     """A 10 MB line without LF is never buffered: after each 64 KiB packet at most one byte is
     left over (the possible CR of the coming CRLF), nothing is stored (RFC 5321 4.5.3.1.6)."""
@@ -175,7 +196,7 @@ def test_memory_bound_in_one_feed():
     """The same in one 10 MB feed: all but the last byte consumed at once."""
     driver = Driver()
     driver.feed(b"B" * (10 * MiB))
-    assert driver.pending == b"B"
+    assert len(driver.pending) <= 1
     driver.feed(b"\r\n.\r\n")
     assert driver.reader.done and driver.reader.fault is DataFault.LINE_TOO_LONG
 
@@ -284,3 +305,21 @@ def test_chunk_fault_does_not_depend_on_packets(data):
     for name, parts in ways(data):
         reader, _ = chunks_read(parts, max_size=20)
         assert reader.fault is DataFault.BARE_NEWLINE, name
+
+
+@pytest.mark.parametrize(("data", "fault"), [
+    (b"a" * 8 + b"\r\n" + b"b" * 8 + b"\r\n", None),
+    (b"a" * 9 + b"\r\n", DataFault.LINE_TOO_LONG),
+    (b"ok\r\n" + b"c" * 11, DataFault.LINE_TOO_LONG),
+    (b"ok\r\n" + b"c" * 9 + b"\r\nok\r\n", DataFault.LINE_TOO_LONG),
+])
+def test_chunk_line_limit(data, fault):
+    """A configured line limit (with CRLF) holds for BDAT content too, however the chunks
+    split it (RFC 5321 4.5.3.1.6, RFC 3030 2)."""
+    for name, parts in ways(data):
+        content = bytearray()
+        reader = ChunkReader(content.extend, 1000, 10)
+        for part in parts:
+            reader.feed(part)
+        reader.finish()
+        assert reader.fault is fault, name

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from geomail.proto.lines import LineBuffer, LineFault
+from tests.support.splits import ways
 
 MiB = 1024 * 1024
-
-
-def ways(data: bytes) -> Iterator[tuple[str, list[bytes]]]:
-    """h11's tr(): the same bytes whole, byte by byte, and split in two at every offset."""
-    yield "whole", [data]
-    yield "byte by byte", [data[i : i + 1] for i in range(len(data))]
-    for i in range(1, len(data)):
-        yield f"split at {i}", [data[:i], data[i:]]
 
 
 def lines(data: bytes, limit: int = 20) -> list[bytes | LineFault]:

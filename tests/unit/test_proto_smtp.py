@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import pytest
 
 from geomail.proto import reply as R
-from geomail.proto.reply import Close, Reply, StartTLS
+from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.smtp import (
     PARAMETER_ALLOWANCE,
     SessionInfo,
@@ -23,134 +22,26 @@ from geomail.proto.smtp import (
     SMTPSettings,
     State,
 )
+from tests.support.smtp_session import (
+    ALICE,
+    EHLO,
+    HELO,
+    HOST,
+    MAIL,
+    PASSWORD,
+    QUEUED,
+    RCPT,
+    SIZE,
+    TXN,
+    FakeHandler,
+    Message,
+    Output,
+    Run,
+    make_session,
+)
+from tests.support.splits import ways
 
-HOST = "mx.example.com"
-SIZE = 25 * 1024 * 1024
-ALICE = "alice@example.com"
-PASSWORD = "correct horse"
-QUEUED = Reply(250, "2.0.0", "Queued as 1234")
-NOBODY = "nobody@example.com"
-
-EHLO = b"EHLO client.example.org\r\n"
-HELO = b"HELO client.example.org\r\n"
-MAIL = b"MAIL FROM:<sender@example.org>\r\n"
-RCPT = b"RCPT TO:<alice@example.com>\r\n"
-TXN = EHLO + MAIL + RCPT
 EVIL = b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nevil\r\n.\r\n"
-
-Output = Reply | StartTLS | Close
-
-
-# --------------------------------------------------------------------------------------------
-# The fake handler and the three ways of feeding
-# --------------------------------------------------------------------------------------------
-
-
-class FakeSink:
-    """A BodySink that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.discarded = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.discarded, "write after discard"
-        self.data += data
-
-    def discard(self) -> None:
-        self.discarded = True
-
-
-@dataclass
-class Message:
-    """What accept_message was handed."""
-
-    sender: str | None
-    recipients: list[str]
-    body_type: str
-    smtputf8: bool
-    content: bytes
-
-
-@dataclass
-class FakeHandler:
-    """SMTPHandler that records every call, refuses what the test lists, accepts the rest."""
-
-    refuse_senders: dict[str, Reply] = field(default_factory=dict)
-    refuse_recipients: dict[str, Reply] = field(
-        default_factory=lambda: {NOBODY: R.R550_NO_SUCH_USER})
-    passwords: dict[str, str] = field(default_factory=lambda: {ALICE: PASSWORD})
-    auth_failure: Reply = R.R535_AUTH_FAILED
-    accept_replies: list[Reply | Exception] = field(default_factory=list)
-    calls: list[tuple[object, ...]] = field(default_factory=list)
-    sinks: list[FakeSink] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
-
-    def check_sender(self, info, envelope):
-        self.calls.append(("check_sender", envelope.sender))
-        return self.refuse_senders.get(envelope.sender)
-
-    def check_recipient(self, info, envelope, address):
-        self.calls.append(("check_recipient", address))
-        return self.refuse_recipients.get(address)
-
-    def authenticate(self, info, credentials):
-        self.calls.append(("authenticate", credentials.username, credentials.password))
-        if self.passwords.get(credentials.username) == credentials.password:
-            return credentials.username
-        return self.auth_failure
-
-    def open_body(self, info, envelope):
-        self.calls.append(("open_body",))
-        self.sinks.append(FakeSink())
-        return self.sinks[-1]
-
-    def accept_message(self, info, envelope, body):
-        self.calls.append(("accept_message",))
-        self.messages.append(Message(envelope.sender, list(envelope.recipients),
-                                     envelope.body_type, envelope.smtputf8, bytes(body.data)))
-        scripted = self.accept_replies.pop(0) if self.accept_replies else QUEUED
-        if isinstance(scripted, Exception):
-            raise scripted
-        return scripted
-
-
-def make_session(handler: FakeHandler | None = None, listener: str = "smtp",
-                 tls: str | None = None, **settings) -> SMTPSession:
-    info = SessionInfo("sess1", "192.0.2.7", 41000, listener=listener, tls=tls)
-    return SMTPSession(handler or FakeHandler(), info, SMTPSettings(HOST, **settings))
-
-
-def ways(data: bytes) -> Iterator[tuple[str, list[bytes]]]:
-    """h11's tr(): the same bytes whole, byte by byte, and split in two at every offset."""
-    yield "whole", [data]
-    yield "byte by byte", [data[i : i + 1] for i in range(len(data))]
-    for i in range(1, len(data)):
-        yield f"split at {i}", [data[:i], data[i:]]
-
-
-@dataclass
-class Run:
-    """One fed conversation: the outputs of ``data`` (not of the setup) and what is left."""
-
-    session: SMTPSession
-    handler: FakeHandler
-    outputs: list[Output]
-
-    @property
-    def replies(self) -> list[Reply]:
-        return [out for out in self.outputs if isinstance(out, Reply)]
-
-    @property
-    def sink(self) -> FakeSink:
-        assert len(self.handler.sinks) == 1
-        return self.handler.sinks[0]
-
-    def snapshot(self) -> tuple[object, ...]:
-        return (self.outputs, self.handler.calls, self.handler.messages,
-                # What a discarded sink got before the fault depends on the packet boundaries.
-                [None if s.discarded else bytes(s.data) for s in self.handler.sinks],
-                self.session.state, self.session.info.auth_user, self.session.envelope)
 
 
 def converse(data: bytes, setup: bytes = b"", handler: Callable[[], FakeHandler] = FakeHandler,
@@ -304,10 +195,108 @@ def test_too_many_bad_commands():
 
 
 def test_good_commands_do_not_count_as_errors():
-    """Only errors count toward the limit (RFC 5321 4.2.2): refused recipients do not."""
+    """Only protocol errors count toward max_bad_commands (RFC 5321 4.2.2): refused recipients
+    do not (they count toward the hard error limit, below)."""
     run = converse(b"RCPT TO:<nobody@example.com>\r\n" * 4 + b"NOOP\r\n", setup=EHLO + MAIL,
                    max_bad_commands=2)
     assert run.outputs == [R.R550_NO_SUCH_USER] * 4 + [R.R250_OK]
+
+
+# --------------------------------------------------------------------------------------------
+# Error and junk limits (Postfix's smtpd_soft/hard_error_limit, smtpd_error_sleep_time,
+# smtpd_junk_command_limit; issue 10 item 4)
+# --------------------------------------------------------------------------------------------
+
+UNKNOWN_RCPT = b"RCPT TO:<nobody@example.com>\r\n"
+
+
+def test_refusals_are_slowed_then_end_the_session():
+    """Every refused command counts as an error: past soft_error_limit each further refusal is
+    preceded by a Delay, at hard_error_limit the session ends with 421 4.7.0 (Postfix
+    smtpd_soft_error_limit / smtpd_hard_error_limit; RFC 5321 4.2.3 for 421)."""
+    run = converse(UNKNOWN_RCPT * 6, setup=EHLO + MAIL, soft_error_limit=2, hard_error_limit=4,
+                   error_sleep_time=0.5)
+    assert run.outputs == [R.R550_NO_SUCH_USER, R.R550_NO_SUCH_USER, Delay(0.5),
+                           R.R550_NO_SUCH_USER, R.R550_NO_SUCH_USER, R.R421_TOO_MANY_ERRORS,
+                           Close()]
+    assert run.session.state is State.CLOSED
+    assert run.handler.calls.count(("check_recipient", "nobody@example.com")) == 4
+
+
+def test_directory_harvest_is_cut_short_with_the_defaults():
+    """2,000 pipelined unknown recipients (a directory harvest, RFC 5321 7.8): with the
+    defaults (as Postfix: soft 10, hard 20, 1 s) the 11th to 19th refusals are delayed and the
+    20th ends the session; only 20 addresses were looked up."""
+    session = make_session()
+    session.feed(EHLO + MAIL)
+    outputs = session.feed(UNKNOWN_RCPT * 2000)
+    assert outputs.count(Delay(1.0)) == 9
+    assert [o for o in outputs if not isinstance(o, Delay)] == [R.R550_NO_SUCH_USER] * 20 + [
+        R.R421_TOO_MANY_ERRORS, Close()]
+    assert len(session.handler.calls) == 1 + 20  # check_sender, then 20 recipients
+
+
+def test_every_kind_of_refusal_counts():
+    """Relay refusals, syntax (501), sequence (503) and parameter (555) errors all count
+    toward the hard limit, in any mix (Postfix counts every 4xx/5xx reply)."""
+    handler = FakeHandler(refuse_recipients={"x@elsewhere.example": R.R554_RELAY_DENIED})
+    run = converse(b"RCPT TO:<x@elsewhere.example>\r\nRCPT TO:<a@b.example> FOO=1\r\n"
+                   b"MAIL FROM:<a@b.example>\r\nVRFY\r\n", setup=EHLO + MAIL,
+                   handler=lambda: handler, hard_error_limit=4, max_bad_commands=100)
+    assert [o.code for o in run.outputs if isinstance(o, Reply)] == [554, 555, 503, 501, 421]
+    assert run.outputs[-1] == Close()
+
+
+def test_junk_commands_are_bounded():
+    """NOOP, RSET, VRFY, HELP, EXPN and HELO/EHLO make no progress: past junk_command_limit
+    each counts as an error, so 9,000 of them end at the hard limit (Postfix
+    smtpd_junk_command_limit)."""
+    junk = b"NOOP\r\nRSET\r\nVRFY <a@b.example>\r\nHELP\r\nEHLO again.example\r\n"
+    session = make_session(junk_command_limit=100, hard_error_limit=20, soft_error_limit=100)
+    session.feed(EHLO)
+    outputs = session.feed(junk * 1800)
+    assert outputs[-2:] == [R.R421_TOO_MANY_ERRORS, Close()]
+    assert len(outputs) == 99 + 20 + 2  # the first EHLO was junk number 1
+    assert R.R250_OK in outputs[101:] and R.R252_CANNOT_VRFY in outputs  # replies unchanged
+
+
+def test_recipients_over_the_limit_are_junk():
+    """452 4.5.3 for recipients over max_recipients is not an error (RFC 5321 4.5.3.1.10: the
+    client sends them later) but counts as junk, so it cannot go on for ever."""
+    rcpts = b"".join(b"RCPT TO:<alice+%d@example.com>\r\n" % i for i in range(8))
+    run = converse(rcpts, setup=EHLO + MAIL, max_recipients=2, junk_command_limit=4,
+                   hard_error_limit=2)  # EHLO is junk number 1
+    assert run.outputs == [R.R250_RECIPIENT_OK] * 2 + [R.R452_TOO_MANY_RECIPIENTS] * 5 + [
+        R.R421_TOO_MANY_ERRORS, Close()]
+
+
+def test_accepted_recipients_do_not_count():
+    """Valid recipients that are accepted are progress, not errors (issue 10 item 4)."""
+    rcpts = b"".join(b"RCPT TO:<alice+%d@example.com>\r\n" % i for i in range(50))
+    run = converse(rcpts + UNKNOWN_RCPT, setup=EHLO + MAIL, hard_error_limit=2,
+                   junk_command_limit=1)
+    assert run.outputs == [R.R250_RECIPIENT_OK] * 50 + [R.R550_NO_SUCH_USER]
+    assert run.session.state is State.RCPT
+
+
+def test_an_accepted_message_resets_the_counts():
+    """The counts are errors and junk "without delivering mail" (Postfix): a client with a few
+    typos per message can send any number of messages."""
+    message = MAIL + UNKNOWN_RCPT + b"NOOP\r\n" + RCPT + b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"
+    session = make_session(hard_error_limit=2, junk_command_limit=2)
+    session.feed(EHLO)
+    for _ in range(5):
+        outputs = session.feed(message)
+        assert outputs == [R.R250_SENDER_OK, R.R550_NO_SUCH_USER, R.R250_OK,
+                           R.R250_RECIPIENT_OK, R.R354_START_DATA, QUEUED]
+    assert session.accepted == 5
+
+
+def test_no_delay_when_the_sleep_time_is_zero():
+    """``error_sleep_time: 0`` turns the slow-down off; the hard limit still holds."""
+    run = converse(UNKNOWN_RCPT * 3, setup=EHLO + MAIL, soft_error_limit=0, hard_error_limit=3,
+                   error_sleep_time=0)
+    assert run.outputs == [R.R550_NO_SUCH_USER] * 3 + [R.R421_TOO_MANY_ERRORS, Close()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -759,9 +748,10 @@ def test_data_size_limit_counts_crlf():
     (b"x" * 5000 + b"\r\n", False),
 ])
 def test_data_line_length(line, ok):
-    """A text line may be 1000 octets with its CRLF, not counting a stuffed dot (RFC 5321
-    4.5.3.1.6, 4.5.2); a longer one gets 554 5.6.0 after the dot, and the session goes on."""
-    run = deliver(b"Subject: long\r\n\r\n" + line + b"end\r\n.\r\n")
+    """With ``max_line_length: 1000`` (RFC 5321 4.5.3.1.6's limit) a text line may be 1000
+    octets with its CRLF, not counting a stuffed dot (RFC 5321 4.5.2); a longer one gets
+    554 5.6.0 after the dot, and the session goes on."""
+    run = deliver(b"Subject: long\r\n\r\n" + line + b"end\r\n.\r\n", max_line_length=1000)
     if ok:
         assert run.outputs == [R.R354_START_DATA, QUEUED, R.R250_OK]
         stored = line[1:] if line.startswith(b".") else line
@@ -775,8 +765,63 @@ def test_data_line_length(line, ok):
 def test_data_fault_reply_does_not_depend_on_packets():
     """Content both too big and with an over-long line gets 554 5.6.0 however it arrives,
     not 552 in some packetisations (RFC 5321 4.5.3.1.6, 4.5.3.1.7)."""
-    run = deliver((b"x" * 30 + b"\r\n") * 4 + b"y" * 1200 + b"\r\n.\r\n", max_message_size=40)
+    run = deliver((b"x" * 30 + b"\r\n") * 4 + b"y" * 1200 + b"\r\n.\r\n", max_message_size=40,
+                  max_line_length=1000)
     assert run.outputs == [R.R354_START_DATA, R.R554_LINE_TOO_LONG, R.R250_OK]
+
+
+@pytest.mark.parametrize("line", [b"x" * 999 + b"\r\n", b"<p>" * 2000 + b"\r\n",
+                                  b".." + b"y" * 6000 + b"\r\n"])
+def test_data_long_lines_accepted_by_default(line):
+    """Real mail has body lines over RFC 5321 4.5.3.1.6's 1000 octets (HTML newsletters) and
+    Postfix accepts them: by default only the message size bounds a line, which is stored
+    byte-exact (a stuffed dot removed, RFC 5321 4.5.2) however the packets split it (issue 10
+    item 14)."""
+    run = deliver(b"Subject: long\r\n\r\n" + line + b"end\r\n.\r\n")
+    assert run.outputs == [R.R354_START_DATA, QUEUED, R.R250_OK]
+    stored = line[1:] if line.startswith(b".") else line
+    assert run.handler.messages[0].content == b"Subject: long\n\n" + stored[:-2] + b"\nend\n"
+
+
+HOP = b"Received: from a.example\r\n\tby b.example; Sun, 6 Dec 2026 03:00:00 +0000\r\n"
+
+
+@pytest.mark.parametrize(("hops", "accepted"), [(50, True), (51, False)])
+def test_data_mail_loop(hops, accepted):
+    """RFC 5321 6.3: a message with more than max_received_headers (50, Postfix's
+    hopcount_limit) Received fields is in a loop: 554 5.4.6 (RFC 3463) after the dot, nothing
+    handed on; at the limit it is accepted."""
+    session = make_session()
+    session.feed(TXN)
+    outputs = session.feed(b"DATA\r\n" + HOP * hops + b"Subject: loop\r\n\r\n" + HOP +
+                           b".\r\nNOOP\r\n")
+    assert outputs == [R.R354_START_DATA, QUEUED if accepted else R.R554_MAIL_LOOP, R.R250_OK]
+    assert len(session.handler.messages) == int(accepted)
+    assert session.handler.sinks[0].discarded is not accepted
+
+
+def test_bdat_mail_loop():
+    """The same for BDAT (RFC 3030), however the chunks cut the header section; the limit is
+    configurable (limits.max_received_headers)."""
+    content = HOP * 4 + b"\r\nbody\r\n"
+    half = len(content) // 2
+    data = (b"BDAT %d\r\n" % half + content[:half] +
+            b"BDAT %d LAST\r\n" % (len(content) - half) + content[half:])
+    assert converse(data, setup=TXN, max_received_headers=3).outputs == [
+        chunk_ok(half), R.R554_MAIL_LOOP]
+    assert converse(data, setup=TXN, max_received_headers=4).outputs == [chunk_ok(half), QUEUED]
+
+
+def test_bdat_line_length_when_configured():
+    """BDAT content obeys a configured ``max_line_length`` too (RFC 3030 2, RFC 5321
+    4.5.3.1.6), counted across chunk boundaries; by default the same line is accepted."""
+    data = b"BDAT 600\r\n" + b"z" * 600 + b"BDAT 602 LAST\r\n" + b"z" * 600 + b"\r\n"
+    run = converse(data, setup=TXN, max_line_length=1000)
+    assert run.outputs == [chunk_ok(600), R.R554_LINE_TOO_LONG]
+    assert run.handler.messages == []
+    run = converse(data, setup=TXN)
+    assert run.outputs == [chunk_ok(600), QUEUED]
+    assert run.handler.messages[0].content == b"z" * 1200 + b"\n"
 
 
 SMUGGLING = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r\n.\r", b"\r.\r\n", b"\n.\r"]
@@ -816,7 +861,8 @@ def test_handler_exception_in_accept_message(caplog):
     assert "disk on fire" not in str(run.outputs[1])
     assert run.handler.sinks[0].discarded
     assert run.session.accepted == 1
-    assert any("accept_message failed" in rec.getMessage() for rec in caplog.records)
+    assert any(rec.getMessage().startswith("internal-error where=accept-message session=")
+               for rec in caplog.records)
 
 
 def test_handler_refuses_message():
@@ -930,10 +976,15 @@ def test_bdat_bare_newline(content):
     assert run.sink.discarded
 
 
-def test_bdat_fault_reply_does_not_depend_on_packets():
-    """A chunk both too big and with a bare LF gets 554 5.6.0 however it arrives."""
+R552_CLOSING = R.R552_TOO_BIG.with_text("Message too big for system; closing connection")
+
+
+def test_bdat_announced_too_big_is_refused_unread():
+    """A chunk announced past max_message_size gets 552 5.3.4 and the close before any of
+    it is read, whatever follows (issue 10 item 5; RFC 1870 6.1)."""
     run = converse(b"BDAT 30 LAST\r\n" + b"z" * 25 + b"\nabcd", setup=TXN, max_message_size=20)
-    assert run.outputs == [R.R554_BARE_NEWLINE_IN_BDAT]
+    assert run.outputs == [R552_CLOSING, Close()]
+    assert run.handler.messages == []
 
 
 def test_bdat_bare_newline_in_an_early_chunk():
@@ -945,14 +996,16 @@ def test_bdat_bare_newline_in_an_early_chunk():
 
 
 def test_bdat_size_limit():
-    """BDAT content past max_message_size gets 552 5.3.4 (RFC 3030 2, RFC 1870); the chunks are
-    still read, and the session stays usable."""
-    run = converse(b"BDAT 8\r\n12345678BDAT 8\r\n12345678BDAT 1 LAST\r\nx" + MAIL + RCPT
-                   + b"BDAT 3 LAST\r\nabc", setup=TXN, max_message_size=10)
-    assert run.outputs == [chunk_ok(8), R.R552_TOO_BIG, R.R552_TOO_BIG, R.R250_SENDER_OK,
-                           R.R250_RECIPIENT_OK, QUEUED]
-    assert [m.content for m in run.handler.messages] == [b"abc"]
+    """A BDAT chunk that would take the message past max_message_size together with the chunks
+    before it gets 552 5.3.4 and the close, unread (issue 10 item 5; RFC 1870 6.1); the body
+    received so far is discarded. A message of exactly the limit is accepted."""
+    run = converse(b"BDAT 8\r\n12345678BDAT 8\r\n12345678BDAT 1 LAST\r\nx", setup=TXN,
+                   max_message_size=10)
+    assert run.outputs == [chunk_ok(8), R552_CLOSING, Close()]
+    assert run.handler.messages == []
     assert run.handler.sinks[0].discarded
+    run = converse(b"BDAT 8\r\n12345678BDAT 2 LAST\r\nab", setup=TXN, max_message_size=10)
+    assert [m.content for m in run.handler.messages] == [b"12345678ab"]
 
 
 def test_bdat_pipelined_with_the_envelope():
