@@ -9,6 +9,7 @@ import pwd
 import socket
 
 from geomail.errors import ConfigError
+from geomail.log import event
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ def drop_privileges(user: str | None) -> None:
         raise ConfigError("user: geomail was started as root; set 'user:' to the account to run "
                           "as after binding the ports (or 'root' to stay root, not advised)")
     if user == "root":
-        log.warning("privileges kept user=root reason=configured")
+        event(log, logging.WARNING, "privileges", action="kept", user="root",
+              reason="configured")
         return
     entry = _lookup(user)
     os.setgroups([g.gr_gid for g in grp.getgrall() if user in g.gr_mem] + [entry.pw_gid])
@@ -38,7 +40,8 @@ def drop_privileges(user: str | None) -> None:
     if os.getuid() != entry.pw_uid or os.geteuid() != entry.pw_uid:
         raise RuntimeError(f"could not switch to user {user}")
     os.environ["HOME"] = entry.pw_dir
-    log.info("privileges dropped user=%s uid=%d gid=%d", user, entry.pw_uid, entry.pw_gid)
+    event(log, logging.INFO, "privileges", action="dropped", user=user, uid=entry.pw_uid,
+          gid=entry.pw_gid)
 
 
 def _lookup(user: str) -> pwd.struct_passwd:
@@ -62,6 +65,6 @@ def sd_notify(state: str) -> bool:
             sock.connect(address)
             sock.sendall(state.encode())
     except OSError as exc:
-        log.warning("sd-notify-failed state=%s error=%s", state, exc)
+        event(log, logging.WARNING, "sd-notify-failed", state=state, error=str(exc))
         return False
     return True

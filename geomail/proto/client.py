@@ -12,6 +12,16 @@ from geomail.errors import GeomailError
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 200  # a multi-line reply longer than this is not a sane server
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
+# RFC 5321 4.2.1: reply text is HT, SP and printable US-ASCII; every other octet (controls such
+# as ESC, NUL, DEL, a bare CR, and 8-bit bytes) becomes '?' before anything stores or shows it.
+_PRINTABLE = bytes(b if b == 9 or 32 <= b < 127 else 63 for b in range(256))
+_UNPRINTABLE = re.compile(r"[^\t\x20-\x7e]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character outside HT, SP and printable ASCII replaced by '?' (RFC
+    5321 4.2.1): safe to store, log, put in a DSN header or print on a terminal."""
+    return _UNPRINTABLE.sub("?", text)
 
 
 class MalformedReply(GeomailError):
@@ -86,7 +96,9 @@ class ReplyParser:
             if end + 1 > self._max_line:
                 raise MalformedReply(f"reply line longer than {self._max_line} octets")
             raw, self._buffer = self._buffer[:end], self._buffer[end + 1:]
-            reply = self._line(raw.rstrip(b"\r").decode("utf-8", "replace"))
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            reply = self._line(raw.translate(_PRINTABLE).decode("ascii"))
             if reply is not None:
                 replies.append(reply)
 

@@ -12,20 +12,33 @@ import contextlib
 import json
 import logging
 import os
+import pwd
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .files import QueueBusy, offline_bounce, offline_delete, offline_flush, scan
+from geomail.log import event
+
+from .files import (
+    QueueBusy,
+    held_items,
+    offline_bounce,
+    offline_delete,
+    offline_flush,
+    scan,
+)
 from .item import FAILED, PENDING, QueueItem, valid_id
-from .queue import Queue
+from .queue import HELD_KEY, Queue
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 64 * 1024
 OPS = ("list", "flush", "delete", "bounce")
+# C0, DEL, C1 and the Unicode line/paragraph separators and bidi overrides.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class ControlError(Exception):
@@ -66,7 +79,7 @@ class ControlServer:
             raise
         self._server = StreamServer(sock, self._handle)
         self._server.start()
-        log.info("control socket listening path=%s", self.path)
+        event(log, logging.INFO, "control-listening", path=self.path)
 
     def stop(self) -> None:
         """Stop serving and remove the socket file."""
@@ -103,7 +116,7 @@ class ControlServer:
             return {"ok": True, "items": self.queue.items()}
         if op == "flush":
             count = self.queue.flush()
-            log.info("queue flushed by the administrator items=%d", count)
+            event(log, logging.INFO, "queue-flushed", items=count, by="administrator")
             return {"ok": True, "count": count}
         item_id = request.get("id")
         if not isinstance(item_id, str) or not valid_id(item_id):
@@ -165,9 +178,12 @@ def queue_command(data_dir: str, op: str, item_id: str | None = None) -> dict[st
 
 def _offline(directory: str, op: str, item_id: str | None) -> dict[str, Any]:
     now = time.time()
+    if op != "list":
+        _check_owner(directory, op)
     try:
         if op == "list":
-            items = sorted(scan(directory, repair=False), key=lambda i: i.created)
+            items = sorted([*scan(directory, repair=False), *held_items(directory)],
+                           key=lambda i: i.created)
             return {"ok": True, "offline": True, "items": [i.to_dict() for i in items]}
         if op == "flush":
             return {"ok": True, "offline": True, "count": offline_flush(directory, now)}
@@ -186,6 +202,26 @@ def _offline(directory: str, op: str, item_id: str | None) -> dict[str, Any]:
     return {"ok": True, "offline": True}
 
 
+def _check_owner(directory: str, op: str) -> None:
+    """Refuse to change the queue files as any other user than the queue's owner: a
+    file rewritten by root is one the server cannot read. Refusing is simpler and safer
+    than switching users here: the operator sees at once whom to run the tool as."""
+    try:
+        owner = os.stat(directory).st_uid
+    except FileNotFoundError:
+        return  # "no queue" is reported by the operation itself
+    if owner == os.geteuid():
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = f"#{owner}"
+    raise ControlError(
+        f"the queue {directory} belongs to user {name} (uid {owner}) and the server is not "
+        f"running; changing its files as another user would make them unreadable to the "
+        f"server. Run the tool as {name}: sudo -u {name} geomail queue {op} ...")
+
+
 # ---------------------------------------------------------------------- output
 
 
@@ -200,6 +236,12 @@ def _age(seconds: float) -> str:
     return "".join(f"{c}{u}" for c, u in parts[first:first + 2] if c or (u == "s" and first == 3))
 
 
+def _safe(line: str) -> str:
+    """A line for the terminal: no control characters (an escape sequence in a remote reply
+    must not reach the administrator's terminal); UTF-8 addresses (RFC 6531) stay readable."""
+    return _CONTROLS.sub("?", line)
+
+
 def format_queue_list(items: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
     """``geomail queue list`` output: per item its id, age, sender, size, attempts and next
     attempt, then each recipient with its status and last error."""
@@ -207,24 +249,31 @@ def format_queue_list(items: Sequence[Mapping[str, Any]], now: float | None = No
     if not items:
         return "Mail queue is empty\n"
     out: list[str] = []
-    pending_total = 0
+    pending_total = held_total = 0
     for data in items:
         item = QueueItem.from_dict(data)
         pending = [r for r in item.recipients if r.status == PENDING]
         pending_total += len(pending)
         when = item.next_attempt - now
         next_text = ("-" if not pending else "now" if when <= 0 else f"in {_age(when)}")
+        held = item.extra.get(HELD_KEY)
+        if isinstance(held, dict):
+            next_text = "never (held)"
+            held_total += 1
         sender = f"<{item.sender}>"
-        out.append(f"{item.id}  age {_age(now - item.created)}  from {sender}  "
-                   f"size {item.size}  attempts {item.attempts}  next {next_text}"
-                   + (f"  ({item.kind})" if item.kind != "message" else ""))
+        out.append(_safe(f"{item.id}  age {_age(now - item.created)}  from {sender}  "
+                         f"size {item.size}  attempts {item.attempts}  next {next_text}"
+                         + (f"  ({item.kind})" if item.kind != "message" else "")))
+        if isinstance(held, dict):
+            out.append(_safe(f"    HELD: {held.get('reason', '')} (files in queue/hold/)"))
         for rcpt in item.recipients:
             status = rcpt.status if rcpt.status != FAILED else (
                 "failed" if rcpt.notified else "failed (bounce pending)")
             line = f"    {rcpt.address:<40} {status:<10} attempts {rcpt.attempts}"
             if rcpt.last_error and rcpt.status != "delivered":
                 line += f"  {rcpt.last_error}"
-            out.append(line)
+            out.append(_safe(line))
     out.append(f"-- {len(items)} item{'s' if len(items) != 1 else ''}, "
-               f"{pending_total} recipient{'s' if pending_total != 1 else ''} pending")
+               f"{pending_total} recipient{'s' if pending_total != 1 else ''} pending"
+               + (f", {held_total} held" if held_total else ""))
     return "\n".join(out) + "\n"

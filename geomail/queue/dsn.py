@@ -14,6 +14,8 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, make_msgid
 
+from geomail.proto.client import printable
+
 MAX_HEADER_BYTES = 64 * 1024  # of the original message, returned in text/rfc822-headers
 
 
@@ -52,7 +54,7 @@ def _type_of(address: str) -> str:
 
 
 def _mta_name(remote_mta: str) -> str:
-    return remote_mta.split(" [", 1)[0]
+    return printable(remote_mta.split(" [", 1)[0])
 
 
 def build_dsn(*, reporting_mta: str, sender: str, recipients: Sequence[DSNRecipient],
@@ -93,7 +95,7 @@ def build_dsn(*, reporting_mta: str, sender: str, recipients: Sequence[DSNRecipi
             block["Remote-MTA"] = f"dns; {_mta_name(rcpt.remote_mta)}"
         if rcpt.diagnostic:
             kind = "smtp" if rcpt.diagnostic_is_smtp else "X-Geomail"
-            block["Diagnostic-Code"] = f"{kind}; {rcpt.diagnostic}"
+            block["Diagnostic-Code"] = f"{kind}; {printable(rcpt.diagnostic)}"
         if rcpt.last_attempt is not None:
             block["Last-Attempt-Date"] = formatdate(rcpt.last_attempt)
         if rcpt.will_retry_until is not None:
@@ -132,7 +134,7 @@ def _human(reporting_mta: str, recipients: Sequence[DSNRecipient], delayed: bool
     if postmaster:
         lines += [f"For further assistance, please contact <{postmaster}>.", ""]
     for rcpt in recipients:
-        why = rcpt.diagnostic or rcpt.status
+        why = printable(rcpt.diagnostic or rcpt.status)
         where = f" (from {_mta_name(rcpt.remote_mta)})" if rcpt.remote_mta else ""
         lines.append(f"<{rcpt.final_recipient}>: {why}{where}")
         if rcpt.will_retry_until is not None:

@@ -11,7 +11,8 @@ import os
 from collections.abc import Iterator
 
 from geomail.envelope import Body
-from geomail.safeio import write_atomic, write_file_synced
+from geomail.log import event
+from geomail.safeio import fsync_dir, write_atomic, write_file_synced
 
 from .item import FAILED, QueueItem, body_path, item_path, valid_id
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 KiB = 1024
 MAX_HEAD = 64 * KiB
+HOLD_DIR = "hold"  # items set aside after repeated internal errors (never sent, never removed)
 
 
 class QueueBusy(OSError):
@@ -83,41 +85,117 @@ def lock_queue(directory: str) -> int:
 
 def scan(directory: str, repair: bool) -> list[QueueItem]:
     """The items in ``directory`` (blocking). With ``repair`` (the owner, at start-up): remove
-    temp files, orphan bodies and items without a body; rename unreadable items to ``.bad``."""
+    temp files, orphan bodies and items without a body; rename damaged items to ``.bad``.
+
+    A message body is removed only when its item exists in no form at all: not as ``.json``,
+    ``.json.bad``, a temp file, nor set aside in ``hold/`` (a body is the mail itself; an item
+    file that cannot be read today may be repaired by hand tomorrow). An item that cannot be
+    *read* (permissions: written by another user) is left as it is.
+    """
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
     bodies = {n[:-4] for n in names if n.endswith(".msg")}
+    kept = _item_forms(directory, names)
     items: list[QueueItem] = []
     for name in sorted(names):
         path = os.path.join(directory, name)
         if name.startswith(".tmp"):
-            if repair:
-                log.info("removing torn temp file %s", path)
+            item_id = _tmp_item_id(name)
+            if item_id in bodies and item_id + ".json" not in names:
+                event(log, logging.WARNING, "queue-file-kept", path=path,
+                      reason="temp item whose message has no other item")
+            elif repair:
+                event(log, logging.INFO, "queue-file-removed", path=path, reason="torn temp file")
                 os.unlink(path)
         elif name.endswith(".msg") and name[:-4] + ".json" not in names:
-            if repair:
-                log.warning("removing message without item (crash during put) %s", path)
+            if name[:-4] in kept:
+                event(log, logging.ERROR, "queue-file-kept", path=path,
+                      reason="its item is damaged or set aside")
+            elif repair:
+                event(log, logging.WARNING, "queue-file-removed", path=path,
+                      reason="message without item (crash during put)")
                 os.unlink(path)
         elif name.endswith(".json"):
             try:
                 with open(path, "rb") as handle:
                     item = QueueItem.from_json(handle.read())
-                if item.id != name[:-5]:
-                    raise ValueError(f"id {item.id!r} does not match the file name")
-            except (OSError, ValueError) as exc:
-                log.error("unreadable queue item %s: %s", path, exc)
+            except OSError as exc:
+                # Not damaged, only unreadable to us (e.g. rewritten by root): leave it and its
+                # message alone for the administrator.
+                event(log, logging.ERROR, "queue-item-unreadable", path=path, error=str(exc),
+                      action="left alone; check its owner")
+                continue
+            except ValueError as exc:
+                event(log, logging.ERROR, "queue-item-unreadable", path=path, error=str(exc))
+                if repair:
+                    os.replace(path, path + ".bad")
+                continue
+            if item.id != name[:-5]:
+                event(log, logging.ERROR, "queue-item-unreadable", path=path, id=item.id,
+                      error="the id does not match the file name")
                 if repair:
                     os.replace(path, path + ".bad")
                 continue
             if item.id not in bodies:
-                log.error("queue item without message, dropping id=%s from=<%s> to=%s",
-                          item.id, item.sender, ",".join(r.address for r in item.recipients))
+                event(log, logging.ERROR, "queue-item-dropped", id=item.id,
+                      from_=f"<{item.sender}>", to=",".join(r.address for r in item.recipients),
+                      reason="no message")
                 if repair:
                     os.unlink(path)
                 continue
             items.append(item)
+    return items
+
+
+def _tmp_item_id(name: str) -> str:
+    """The item id a temp file ``.tmp.PID.RANDOM.<id>.json`` belongs to ("" if none)."""
+    base = name.rsplit(".", 2)
+    return base[-2] if len(base) == 3 and base[-1] == "json" else ""
+
+
+def _item_forms(directory: str, names: list[str]) -> set[str]:
+    """Ids whose item exists in some form other than ``<id>.json``: ``.bad``, temp, held."""
+    found = {n[:-9] for n in names if n.endswith(".json.bad")}
+    found |= {_tmp_item_id(n) for n in names if n.startswith(".tmp")}
+    with contextlib.suppress(OSError):
+        found |= {n.split(".", 1)[0] for n in os.listdir(os.path.join(directory, HOLD_DIR))}
+    return found
+
+
+# ---------------------------------------------------------------------- set aside
+
+
+def hold_item(directory: str, item: QueueItem) -> None:
+    """Set ``item`` aside (blocking): its files move to ``hold/``, where nothing sends them and
+    nothing removes them; the item first, so that no scan ever sees a body without an item."""
+    held = os.path.join(directory, HOLD_DIR)
+    os.makedirs(held, mode=0o700, exist_ok=True)
+    write_atomic(item_path(directory, item.id), item.to_json())
+    os.replace(item_path(directory, item.id), item_path(held, item.id))
+    fsync_dir(held)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(body_path(directory, item.id), body_path(held, item.id))
+    fsync_dir(held)
+    fsync_dir(directory)
+
+
+def held_items(directory: str) -> list[QueueItem]:
+    """The items set aside in ``hold/`` (blocking); unreadable ones are skipped with a log line."""
+    held = os.path.join(directory, HOLD_DIR)
+    try:
+        names = sorted(n for n in os.listdir(held) if n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+    items = []
+    for name in names:
+        try:
+            with open(os.path.join(held, name), "rb") as handle:
+                items.append(QueueItem.from_json(handle.read()))
+        except (OSError, ValueError) as exc:
+            event(log, logging.ERROR, "queue-item-unreadable", path=os.path.join(held, name),
+                  error=str(exc))
     return items
 
 

@@ -23,8 +23,13 @@ On-disk format (``data_dir/queue/``), one pair of files per message:
   be delivered, sent on to the postmaster).
 
 - ``.tmp.*``: a write in progress; left over only by a crash, removed at start-up. A ``.msg``
-  without its ``.json`` is the remains of a ``put()`` that never returned (removed); a ``.json``
-  without its ``.msg`` cannot be delivered (logged and removed).
+  whose item exists in no form (no ``.json``, ``.json.bad``, temp file or held item) is the
+  remains of a ``put()`` that never returned (removed); a ``.json`` without its ``.msg`` cannot
+  be delivered (logged and removed); a damaged ``.json`` is renamed ``.json.bad`` and one that
+  cannot be read (another owner) is left alone, their messages kept.
+- ``hold/<id>.json`` and ``hold/<id>.msg``: an item set aside after ``relay.max_item_errors``
+  internal errors in a row (``extra["held"]`` says when and why); never sent, never removed.
+  ``extra["internal_errors"]`` counts the errors in a row of a live item.
 """
 
 from __future__ import annotations

@@ -13,16 +13,23 @@ from typing import Any, Protocol
 import gevent
 from gevent.event import Event
 
+from geomail import metrics
 from geomail.config import RelayConfig
 from geomail.delivery import Courier, DeliveryError, Outcomes
 from geomail.envelope import Body, domain_of
 from geomail.ids import new_id
+from geomail.log import event
+from geomail.proto.client import printable
+from geomail.proto.hopcount import count_received
 from geomail.safeio import DirSyncer, run_blocking, write_atomic
 from geomail.spool import BytesBody
 
 from . import dsn
 from .files import (
+    HOLD_DIR,
     QueuedBody,
+    held_items,
+    hold_item,
     lock_queue,
     read_head,
     remove_item_files,
@@ -42,6 +49,8 @@ from .item import (
 
 log = logging.getLogger(__name__)
 
+ERRORS_KEY = "internal_errors"  # in QueueItem.extra: consecutive turns that raised
+HELD_KEY = "held"  # in QueueItem.extra of a held item: {"at": time, "reason": text}
 ADMIN_BOUNCE = DeliveryError("bounced by the administrator", True, 550, "5.0.0")
 
 
@@ -98,7 +107,7 @@ class Queue:
                  expand: Callable[[str], Sequence[str]] | None = None,
                  postmaster: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, syncer: DirSyncer | None = None,
-                 on_event: EventHook | None = None) -> None:
+                 on_event: EventHook | None = None, max_received: int | None = None) -> None:
         self.directory = directory
         self.relay = relay
         self.hostname = hostname
@@ -109,7 +118,9 @@ class Queue:
         self.random = rng or random.Random()
         self.syncer = syncer or DirSyncer()
         self.on_event = on_event
+        self.max_received = max_received  # more Received fields: a mail loop, bounced
         self._entries: dict[str, _Entry] = {}
+        self._held: dict[str, QueueItem] = {}  # set aside in hold/, shown by items()
         self._stopping = False
         self._lock_fd: int | None = None
 
@@ -122,9 +133,13 @@ class Queue:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._lock_fd = lock_queue(self.directory)
         items = run_blocking(scan, self.directory, True)
+        self._held = {i.id: i for i in run_blocking(held_items, self.directory)}
         for item in items:
+            if item.extra.pop(HELD_KEY, None) is not None:  # moved back from hold/ by hand
+                item.extra.pop(ERRORS_KEY, None)
             self._start(item)
-        log.info("queue loaded dir=%s items=%d", self.directory, len(items))
+        event(log, logging.INFO, "queue-loaded", dir=self.directory, items=len(items),
+              held=len(self._held))
         return len(items)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -173,8 +188,8 @@ class Queue:
         except BaseException:
             run_blocking(remove_item_files, self.directory, item_id)
             raise
-        log.debug("queued id=%s from=<%s> to=%s size=%d kind=%s", item_id, sender,
-                  ",".join(r.address for r in rcpts), item.size, kind)
+        event(log, logging.DEBUG, "queued", id=item_id, from_=f"<{sender}>",
+              to=",".join(r.address for r in rcpts), size=item.size, kind=kind)
         self._event("queued", item, None)
         self._start(item)
         return item_id
@@ -182,9 +197,15 @@ class Queue:
     # ------------------------------------------------------------------ tools
 
     def items(self) -> list[dict[str, Any]]:
-        """Every item's state, oldest first (the JSON form of ``QueueItem``)."""
-        items = sorted((e.item for e in self._entries.values()), key=lambda i: i.created)
+        """Every item's state, oldest first (the JSON form of ``QueueItem``), held ones too."""
+        items = sorted([*(e.item for e in self._entries.values()), *self._held.values()],
+                       key=lambda i: i.created)
         return [i.to_dict() for i in items]
+
+    @property
+    def held(self) -> int:
+        """How many items are set aside in ``hold/``."""
+        return len(self._held)
 
     def stats(self) -> tuple[int, float | None]:
         """How many items are queued, and when the oldest was created (None when empty)."""
@@ -236,22 +257,56 @@ class Queue:
                 try:
                     if self._step(entry):
                         return
-                except Exception:
-                    # A bug, or the disk failing under us: the item stays as last written; try
-                    # again after the first retry step.
-                    log.exception("send loop failed id=%s; retrying later", item.id)
-                    if self._stopping:
+                except Exception as exc:
+                    if self._stopping or self._failed(entry, exc):
                         return
-                    item.next_attempt = self.clock.now() + self.relay.retry[0]
                     self.clock.wait(entry.wake, item.next_attempt)
         finally:
             entry.finished.set()
+
+    def _failed(self, entry: _Entry, exc: Exception) -> bool:
+        """An exception escaped one turn of ``entry``'s loop (a bug, the disk failing): record
+        it, keep the item on its backoff schedule (never faster than the retry steps) with its
+        state saved, and set it aside once ``relay.max_item_errors`` turns in a row failed.
+        True when the loop must end."""
+        item = entry.item
+        errors = int(item.extra.get(ERRORS_KEY, 0)) + 1
+        item.extra[ERRORS_KEY] = errors
+        error = printable(f"{type(exc).__name__}: {exc}")[:500]
+        event(log, logging.ERROR, "queue-item-error", id=item.id, errors=errors, error=error,
+              exc_info=True)
+        metrics.inc("geomail_queue_item_errors_total")
+        if errors >= self.relay.max_item_errors:
+            try:
+                self._hold(entry, f"{errors} internal errors in a row, the last: {error}")
+                return True
+            except Exception:
+                event(log, logging.ERROR, "queue-hold-failed", exc_info=True, id=item.id)
+        steps = self.relay.retry
+        now = self.clock.now()
+        item.next_attempt = max(item.next_attempt, now + steps[min(errors, len(steps)) - 1])
+        try:
+            self._save(item)
+        except Exception:
+            event(log, logging.ERROR, "queue-save-failed", exc_info=True, id=item.id)
+        return False
+
+    def _hold(self, entry: _Entry, reason: str) -> None:
+        """Set the item aside in ``hold/``: no more attempts, files kept for the administrator
+        (``geomail queue list`` shows it, ``geomail_queue_held`` counts it)."""
+        item = entry.item
+        item.extra[HELD_KEY] = {"at": self.clock.now(), "reason": reason}
+        run_blocking(hold_item, self.directory, item)
+        self._entries.pop(item.id, None)
+        self._held[item.id] = item
+        event(log, logging.ERROR, "queue-item-held", id=item.id,
+              dir=os.path.join(self.directory, HOLD_DIR), reason=reason)
 
     def _step(self, entry: _Entry) -> bool:
         """One turn of the send loop: wait, or attempt, report and record; True when done."""
         item = entry.item
         if entry.op == "delete":
-            log.info("deleted id=%s by the administrator", item.id)
+            event(log, logging.INFO, "deleted", id=item.id, by="administrator")
             self._finish(entry)
             return True
         if entry.op == "bounce":
@@ -275,6 +330,7 @@ class Queue:
         if item.done:
             self._finish(entry)
             return True
+        item.extra.pop(ERRORS_KEY, None)  # a whole turn went through
         self._save(item)
         return False
 
@@ -290,6 +346,15 @@ class Queue:
         as it is done while others still run, so that a crash during a slow delivery to one
         domain does not send again what another domain already took. Returns the recipients
         this attempt deferred."""
+        loop = self._loop_error(item)
+        if loop is not None:
+            item.attempts += 1
+            now = self.clock.now()
+            for rcpt in item.pending:
+                rcpt.attempts += 1
+                rcpt.last_attempt = now
+                self._settle(item, rcpt, loop, None, now)
+            return []
         local = [r.address for r in item.pending if self.is_local(r.address)]
         groups: list[tuple[Courier, list[str]]] = [(self.local, local)] if local else []
         by_domain: dict[str, list[str]] = {}
@@ -315,6 +380,19 @@ class Queue:
             gevent.killall([w for w in workers if not w.dead])
         return deferred
 
+    def _loop_error(self, item: QueueItem) -> DeliveryError | None:
+        """RFC 5321 6.3: a message with more ``Received:`` fields (ours included) than
+        ``limits.max_received_headers`` is going round in circles: it fails with 5.4.6 instead
+        of being delivered or relayed once more (Postfix's ``hopcount_limit``)."""
+        if self.max_received is None:
+            return None
+        head = run_blocking(read_head, body_path(self.directory, item.id))
+        hops = count_received(head)
+        if hops <= self.max_received:
+            return None
+        return DeliveryError(f"mail loop: {hops} Received header fields, more than "
+                             f"{self.max_received}", True, 554, "5.4.6")
+
     def _record(self, item: QueueItem, addresses: list[str],
                 worker: gevent.Greenlet) -> list[Recipient]:
         """Settle each of ``addresses`` with what ``worker`` (its finished courier call)
@@ -332,7 +410,8 @@ class Queue:
             rcpt.attempts += 1
             rcpt.last_attempt = now
             if where is not None:
-                rcpt.remote_mta, rcpt.tls = where.remote_mta, where.tls
+                rcpt.remote_mta = printable(where.remote_mta) if where.remote_mta else None
+                rcpt.tls = printable(where.tls) if where.tls else None
             self._settle(item, rcpt, outcome, where, now)
             if rcpt.status == PENDING:
                 pending.append(rcpt)
@@ -343,7 +422,8 @@ class Queue:
         try:
             return courier.deliver(sender, addresses, body)
         except Exception:
-            log.exception("courier failed to=%s", ",".join(addresses))
+            event(log, logging.ERROR, "internal-error", exc_info=True, where="courier",
+                  to=",".join(addresses))
             return {a: DeliveryError("internal error", False, 451, "4.3.0") for a in addresses}
 
     def _settle(self, item: QueueItem, rcpt: Recipient, outcome: DeliveryError | None,
@@ -353,13 +433,16 @@ class Queue:
             rcpt.status, rcpt.last_error, rcpt.code, rcpt.enhanced = DELIVERED, None, None, None
             self._event("delivered", item, rcpt)
             return
-        rcpt.last_error, rcpt.code, rcpt.enhanced = str(outcome), outcome.code, outcome.enhanced
+        rcpt.last_error = printable(str(outcome))
+        rcpt.code, rcpt.enhanced = outcome.code, outcome.enhanced
         if outcome.permanent:
             rcpt.status = FAILED
-            log.debug("failed id=%s to=%s error=%s", item.id, rcpt.address, outcome)
+            event(log, logging.DEBUG, "attempt", id=item.id, to=rcpt.address, result="failed",
+                  error=str(outcome))
             self._event("failed", item, rcpt)
         else:
-            log.debug("deferred id=%s to=%s error=%s", item.id, rcpt.address, outcome)
+            event(log, logging.DEBUG, "attempt", id=item.id, to=rcpt.address,
+                  result="deferred", error=str(outcome))
 
     def _schedule(self, item: QueueItem) -> None:
         """After an attempt: the next one (backoff with jitter), or give up on the pending."""
@@ -371,8 +454,9 @@ class Queue:
             for rcpt in item.pending:
                 rcpt.status = FAILED
                 rcpt.enhanced = rcpt.enhanced or "4.4.7"
-                log.debug("expired id=%s to=%s after=%.0fs last_error=%s", item.id, rcpt.address,
-                         now - item.created, rcpt.last_error)
+                event(log, logging.DEBUG, "attempt", id=item.id, to=rcpt.address,
+                      result="expired", after=f"{now - item.created:.0f}s",
+                      error=rcpt.last_error)
                 self._event("expired", item, rcpt)
             return
         steps = self.relay.retry
@@ -406,7 +490,8 @@ class Queue:
             return
         targets = list(self.expand(item.sender)) if self.is_local(item.sender) else [item.sender]
         if not targets:
-            log.warning("no mailbox for bounce id=%s sender=<%s>", item.id, item.sender)
+            event(log, logging.WARNING, "bounce-no-mailbox", id=item.id,
+                  sender=f"<{item.sender}>")
             targets = [self.postmaster] if self.postmaster else []
         if not targets:
             self._event("dropped", item, None)
@@ -424,9 +509,9 @@ class Queue:
                                queue_id=item.id, arrival=item.created, now=now,
                                postmaster=self.postmaster)
         dsn_id = self.put("", targets, BytesBody(report), kind="bounce")
-        log.info("%s id=%s dsn=%s to=<%s> recipients=%s", "dsn-sent" if action == "failed"
-                 else "delay-notice-sent", item.id, dsn_id, item.sender,
-                 ",".join(r.address for r in rcpts))
+        event(log, logging.INFO, "dsn-sent" if action == "failed" else "delay-notice-sent",
+              id=item.id, dsn=dsn_id, to=f"<{item.sender}>",
+              recipients=",".join(r.address for r in rcpts))
         self._event("bounce-queued" if action == "failed" else "delay-warning", item, None)
 
     def _undeliverable_bounce(self, item: QueueItem, rcpts: list[Recipient]) -> None:
@@ -438,11 +523,11 @@ class Queue:
             body = QueuedBody(body_path(self.directory, item.id), item.size, item.crlf_size,
                               item.eight_bit)
             dsn_id = self.put("", [self.postmaster], body, kind="double-bounce")
-            log.warning("undeliverable bounce id=%s to=%s sent to postmaster as id=%s",
-                        item.id, addresses, dsn_id)
+            event(log, logging.WARNING, "bounce-undeliverable", id=item.id, to=addresses,
+                  postmaster_id=dsn_id)
             return
-        log.warning("dropped undeliverable message with null sender id=%s kind=%s to=%s",
-                    item.id, item.kind, addresses)
+        event(log, logging.WARNING, "dropped", id=item.id, kind=item.kind, to=addresses,
+              reason="undeliverable with null sender")
         self._event("dropped", item, None)
 
     # ------------------------------------------------------------------ helpers
@@ -450,7 +535,7 @@ class Queue:
     def _finish(self, entry: _Entry) -> None:
         run_blocking(remove_item_files, self.directory, entry.item.id)
         self._entries.pop(entry.item.id, None)
-        log.info("removed id=%s", entry.item.id)
+        event(log, logging.INFO, "removed", id=entry.item.id)
         self._event("removed", entry.item, None)
 
     def _event(self, name: str, item: QueueItem, rcpt: Recipient | None) -> None:
@@ -458,7 +543,8 @@ class Queue:
             try:
                 self.on_event(name, item, rcpt)
             except Exception:
-                log.exception("queue event hook failed event=%s id=%s", name, item.id)
+                event(log, logging.ERROR, "internal-error", exc_info=True,
+                      where="queue-event-hook", queue_event=name, id=item.id)
 
 
 _NO_OUTCOME = DeliveryError("the courier reported no outcome", False, 451, "4.3.0")

@@ -108,3 +108,14 @@ def test_ehlo_oddities() -> None:
     [reply] = feed_all(b"250-x\r\n250 SIZE 0\r\n")
     assert parse_ehlo(reply).size_limit is None
     assert "PIPELINING" not in Extensions() and Extensions().size_limit is None
+
+
+def test_reply_text_is_kept_to_printable_ascii() -> None:
+    """RFC 5321 4.2.1 (reply text: HT, SP and printable US-ASCII) / issue 10 item 7: ESC, NUL,
+    DEL, a bare CR, BEL and 8-bit octets in a remote reply become '?' before anything stores,
+    logs or shows the text; HT stays; the codes are still read."""
+    [reply] = feed_all(b"550 5.1.1 bad\x1b[31m\x00\x7fuser\r\n")
+    assert (reply.code, reply.enhanced, reply.text) == (550, "5.1.1", "bad?[31m??user")
+    [reply] = feed_all(b"451-4.3.0 a\rb\x07\tc\r\n451 4.3.0 caf\xc3\xa9\xff\r\n")
+    assert reply.lines == ("4.3.0 a?b?\tc", "4.3.0 caf???")
+    assert str(reply) == "451 4.3.0 a?b?\tc 4.3.0 caf???"
