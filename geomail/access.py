@@ -6,6 +6,7 @@ import logging
 
 from geomail.errors import MailboxBusy, StoreError
 from geomail.inbound import Authenticator
+from geomail.log import event
 from geomail.proto.pop3 import LoginRefused, MailboxInUse, MaildropUnavailable
 from geomail.proto.sasl import Credentials
 from geomail.store.base import Maildrop, MessageStore
@@ -33,5 +34,5 @@ class MailAccess:
         except MailboxBusy as exc:
             raise MailboxInUse(user) from exc
         except StoreError as exc:
-            log.error("pop3-open-failed user=%s error=%s", user, exc)
+            event(log, logging.ERROR, "pop3-open-failed", user=user, error=str(exc))
             raise MaildropUnavailable(user) from exc

@@ -9,17 +9,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from geomail import headers, maillog, submission
-from geomail.config import Config
+from geomail.config import Config, normalize_domain
 from geomail.dkim import DKIMSigner
 from geomail.envelope import Body, Envelope
 from geomail.errors import StoreError
 from geomail.ids import new_id
+from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
 from geomail.proto.smtp_policy import BodySink, SessionInfo
 from geomail.routing import Resolution, Router
-from geomail.spool import Spool
+from geomail.spool import MemoryBudget, Spool
 from geomail.store.base import Copy, MessageStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class InboundPolicy:
         self.config = config
         self.services = services
         self._spool_dir = spool_dir
+        self._spool_budget = MemoryBudget(config.limits.spool_memory)
         self._trusted = config.relay.allow_networks
 
     # ---- SMTPHandler -----------------------------------------------------------------------
@@ -75,19 +77,25 @@ class InboundPolicy:
         """Authenticated users send only as their own addresses (RFC 6409 6.1)."""
         sender = envelope.sender or ""
         user = info.auth_user
-        if user and sender and not self.services.router.owns(user, sender):
-            maillog.rejected(info.session_id, info.peer_ip, "mail", str(R.R553_NOT_YOUR_ADDRESS),
-                             sender=sender)
-            return R.R553_NOT_YOUR_ADDRESS
-        return None
+        refusal: Reply | None = None
+        if sender and not _valid_domain(sender):
+            refusal = _R553_BAD_SENDER_DOMAIN
+        elif user and sender and not self.services.router.owns(user, sender):
+            refusal = R.R553_NOT_YOUR_ADDRESS
+        if refusal is not None:
+            maillog.rejected(info.session_id, info.peer_ip, "mail", str(refusal), sender=sender)
+        return refusal
 
     def check_recipient(self, info: SessionInfo, envelope: Envelope, address: str) -> Reply | None:
         """Local recipients must exist (550 at RCPT time, so no backscatter); remote ones need
         a login or a trusted network (else 554 relay denied)."""
         router = self.services.router
-        resolution = router.resolve(address)
         refusal: Reply | None = None
-        if resolution is None:
+        valid = _valid_domain(address)
+        resolution = router.resolve(address) if valid else None
+        if not valid:
+            refusal = _R553_BAD_RECIPIENT_DOMAIN
+        elif resolution is None:
             refusal = R.R550_NO_SUCH_USER
         elif resolution.remote:
             local_domain = router.is_local_domain(router.canonical(address).rpartition("@")[2])
@@ -122,7 +130,7 @@ class InboundPolicy:
         return R.R454_AUTH_BLOCKED if outcome.blocked else R.R535_AUTH_FAILED
 
     def open_body(self, info: SessionInfo, envelope: Envelope) -> Spool:
-        return Spool(self._spool_dir)
+        return Spool(self._spool_dir, budget=self._spool_budget)
 
     def accept_message(self, info: SessionInfo, envelope: Envelope, body: BodySink) -> Reply:
         """Deliver or queue durably, then 250; 451 if anything could not be made durable."""
@@ -148,8 +156,17 @@ class InboundPolicy:
             for address in resolution.remote:
                 remote.setdefault(address, recipient if address != recipient else None)
         protocol = info.protocol(envelope.smtputf8)
+        own_mail = bool(info.auth_user) or self._trusted_client(info)
         try:
-            added, signature = self._submission_fields(info, sender, body, bool(remote))
+            head = submission.header_section(body) if own_mail else b""
+            if info.auth_user:
+                refusal = self._check_authors(info.auth_user, sender, head)
+                if refusal is not None:
+                    maillog.rejected(info.session_id, info.peer_ip, "data", str(refusal),
+                                     sender=sender, user=info.auth_user)
+                    return refusal
+            added, signature = (self._submission_fields(sender, head, body, bool(remote))
+                                if own_mail else (b"", b""))
             if remote:
                 route = "queue"
                 queue = self.services.queue
@@ -168,22 +185,38 @@ class InboundPolicy:
                                            added) for mailbox, recipient in local.items()]
                 self.services.store.deliver(copies, body)
         except StoreError as exc:
-            log.error("store failed session=%s id=%s error=%s", info.session_id, msgid, exc)
+            event(log, logging.ERROR, "store-failed", session=info.session_id, id=msgid,
+                  error=str(exc))
             return R.R451_LOCAL_ERROR
         except OSError as exc:
-            log.error("write failed session=%s id=%s error=%s", info.session_id, msgid, exc)
+            event(log, logging.ERROR, "write-failed", session=info.session_id, id=msgid,
+                  error=str(exc))
             return R.R451_LOCAL_ERROR
         maillog.accepted(msgid, info.session_id, info.peer_ip, sender, envelope.recipients,
                          body.crlf_size, route, user=info.auth_user)
         return Reply(250, "2.0.0", f"Ok: queued as {msgid}")
 
-    def _submission_fields(self, info: SessionInfo, sender: str, body: Spool,
+    def _check_authors(self, user: str, sender: str, head: bytes) -> Reply | None:
+        """A logged-in user signs only as themselves: every From and Sender
+        address (RFC 5322 3.6.2) must be one ``user`` may use as MAIL FROM (``Router.owns``);
+        a bare local part counts as one at the envelope sender's domain. No From at all is
+        left alone: it claims nobody, and DKIM then signs for the (checked) envelope sender."""
+        if len(head) >= submission.HEADER_SCAN:
+            return _R553_HEADER_TOO_LONG
+        authors = submission.author_addresses(head)
+        if authors is None:
+            return _R553_BAD_AUTHOR_FIELD
+        domain = (sender or user).rpartition("@")[2]
+        router = self.services.router
+        for address in authors:
+            if not router.owns(user, address if "@" in address else f"{address}@{domain}"):
+                return _R553_NOT_YOUR_FROM
+        return None
+
+    def _submission_fields(self, sender: str, head: bytes, body: Spool,
                            leaves: bool) -> tuple[bytes, bytes]:
         """For mail our own users send (logged in, or from a trusted network): the Date and
         Message-ID it lacks, and a DKIM signature when it leaves for other domains."""
-        if not (info.auth_user or self._trusted_client(info)):
-            return b"", b""
-        head = submission.header_section(body)
         added = submission.missing_fields(head, self.config.hostname)
         signer = self.services.dkim
         if not leaves or signer is None:
@@ -207,3 +240,25 @@ class InboundPolicy:
 
 
 _R451_NO_QUEUE = Reply(451, "4.3.0", "Outbound delivery is not available on this server")
+_R553_NOT_YOUR_FROM = Reply(553, "5.7.1", "From or Sender header address not owned by the "
+                            "authenticated user")
+_R553_BAD_AUTHOR_FIELD = Reply(553, "5.7.1", "Malformed From or Sender header field "
+                               "(RFC 5322 3.6.2)")
+_R553_HEADER_TOO_LONG = Reply(553, "5.7.1", "Header section too long to check the From field")
+_R553_BAD_RECIPIENT_DOMAIN = Reply(553, "5.1.2", "Recipient domain is not a valid IDNA 2008 "
+                                   "domain name (RFC 5891)")
+_R553_BAD_SENDER_DOMAIN = Reply(553, "5.1.8", "Sender domain is not a valid IDNA 2008 domain "
+                                "name (RFC 5891)")
+
+
+def _valid_domain(address: str) -> bool:
+    """False when the domain of ``address`` is an internationalised name that IDNA 2008
+    refuses (ASCII names and address literals are judged elsewhere)."""
+    domain = address.rpartition("@")[2]
+    if domain.isascii():
+        return True
+    try:
+        normalize_domain(domain)
+    except ValueError:
+        return False
+    return True

@@ -11,34 +11,56 @@ import time
 from typing import Any
 
 EVENT_FIELDS = "geomail_fields"
+EVENT_NAME = "geomail_event"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if char in _SHORT:
+        return _SHORT[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _escape_control(text: str) -> str:
-    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
-        m.group(), f"\\x{ord(m.group()):02x}"), text)
+    """Every character that is not printable (C0 and C1 controls, ESC, DEL, line and paragraph
+    separators, bidi and other format characters, lone surrogates) as a backslash escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
 
 
-_NEEDS_QUOTES = re.compile(r'[ "=\\\x00-\x1f\x7f]')
+# Quoted: what would split or fake a field (space, quotes, '='), and the backslash that starts
+# an escape; the line then splits like POSIX shell words (``shlex.split``) into key=value.
+_NEEDS_QUOTES = re.compile(r"""[ "'=\\]""")
 
 
 def render_value(value: object) -> str:
-    """A value as it appears after ``key=``: quoted when it has spaces, quotes or is empty;
-    control characters escaped, so no value can start a fake log line."""
+    """A value as it appears after ``key=``: quoted when it has spaces, quotes, '=' or a
+    backslash, is empty, or holds characters that are not printable (escaped, so no value can
+    start a fake log line or send a terminal escape sequence); printable UTF-8 stays as is."""
     text = value if isinstance(value, str) else str(value)
-    if text == "" or _NEEDS_QUOTES.search(text):
+    if text == "" or _NEEDS_QUOTES.search(text) or not text.isprintable():
         escaped = _escape_control(text.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
     return text
 
 
-def event(logger: logging.Logger, level: int, name: str, **fields: object) -> None:
-    """Log the event ``name`` with its fields (rendered as key=value, or as JSON keys)."""
+def event(logger: logging.Logger, level: int, name: str, /, *, exc_info: bool = False,
+          **fields: object) -> None:
+    """Log the event ``name`` with its fields (rendered as key=value, or as JSON keys);
+    ``exc_info``: add the exception being handled (a traceback, for bugs)."""
     if logger.isEnabledFor(level):
         clean = {k.rstrip("_"): v for k, v in fields.items() if v is not None}
-        logger.log(level, name, extra={EVENT_FIELDS: clean})
+        # The message is the whole key=value text, so any handler (pytest's, syslog's) shows
+        # the fields; the JSON formatter takes them from the record.
+        text = " ".join([name, *(f"{k}={render_value(v)}" for k, v in clean.items())])
+        logger.log(level, text, exc_info=exc_info,
+                   extra={EVENT_FIELDS: clean, EVENT_NAME: name})
 
 
 _second: tuple[int, str] = (-1, "")
@@ -56,15 +78,20 @@ class KeyValueFormatter(logging.Formatter):
     """``2026-11-29T13:39:19.123Z INFO accepted id=... from=<...>``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] | None = getattr(record, EVENT_FIELDS, None)
-        if fields is not None:
-            text = " ".join([record.getMessage()] +
-                            [f"{k}={render_value(v)}" for k, v in fields.items()])
-        else:  # plain records are key=value text by convention; keep them on one line
-            text = _escape_control(record.getMessage())
+        # An event's message is its rendered key=value text; other records are key=value
+        # by convention, kept on one line.
+        text = record.getMessage()
+        if not hasattr(record, EVENT_FIELDS):
+            text = _escape_control(text)
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            text += _traceback(self.formatException(record.exc_info))
         return f"{_timestamp(record)} {record.levelname} {text}"
+
+
+def _traceback(text: str) -> str:
+    """A traceback under its event, each line behind ``  | ``: an exception message holding a
+    newline cannot make a line that looks like an event of its own."""
+    return "".join(f"\n  | {_escape_control(line)}" for line in text.splitlines())
 
 
 class JSONFormatter(logging.Formatter):
@@ -74,7 +101,7 @@ class JSONFormatter(logging.Formatter):
         fields: dict[str, Any] | None = getattr(record, EVENT_FIELDS, None)
         data: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower()}
         if fields is not None:
-            data["event"] = record.getMessage()
+            data["event"] = getattr(record, EVENT_NAME, record.getMessage())
             for key, val in fields.items():
                 data.setdefault(key, val if isinstance(val, int | float | bool) else str(val))
         else:

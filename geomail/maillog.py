@@ -30,18 +30,22 @@ def disconnect(session: str, client: str, reason: str = "quit",
           messages=messages)
 
 
-def refused(service: str, client: str, reason: str) -> None:
-    """A connection turned away before any session (limits, shutdown)."""
+def refused(service: str, client: str, reason: str, limit: str | None = None,
+            network: str | None = None) -> None:
+    """A connection turned away before any session (limits, shutdown); ``limit`` is the config
+    key that was reached, ``network`` the client network counted when not the address itself."""
     metrics.inc("geomail_connections_refused_total", service=service, reason=reason)
-    event(log, logging.WARNING, "refused", service=service, client=client, reason=reason)
+    event(log, logging.WARNING, "refused", service=service, client=client, reason=reason,
+          limit=limit, network=network)
 
 
 def rejected(session: str, client: str, stage: str, reply: str, sender: str | None = None,
-             recipient: str | None = None) -> None:
-    """A command refused for policy (unknown user, relay, size...), not a syntax error."""
+             recipient: str | None = None, user: str | None = None) -> None:
+    """A command refused for policy (unknown user, relay, size, a From not the user's...), not
+    a syntax error; ``stage``: mail, rcpt or data (the message, after its end)."""
     metrics.inc("geomail_messages_rejected_total", stage=stage)
     event(log, logging.INFO, "rejected", session=session, client=client, stage=stage,
-          from_=_path(sender), to=_path(recipient), reply=reply)
+          from_=_path(sender), to=_path(recipient), reply=reply, user=user)
 
 
 def accepted(msgid: str, session: str, client: str, sender: str, recipients: list[str],

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import email.errors
+import email.policy
 import email.utils
 import logging
-from email.parser import BytesHeaderParser
+import re
+from email.parser import BytesHeaderParser, HeaderParser
 
+from geomail.config import normalize_domain
 from geomail.dkim import DKIMError, DKIMSigner
 from geomail.envelope import domain_of
+from geomail.log import event
 from geomail.safeio import run_blocking
 from geomail.spool import Spool
 
@@ -40,15 +45,51 @@ def missing_fields(head: bytes, hostname: str) -> bytes:
     return added
 
 
+_FOLD = re.compile(r"\r?\n")
+_AUTHOR_FIELDS = ("From", "Sender")
+
+
+def author_addresses(head: bytes) -> list[str] | None:
+    """Every address in the From and Sender fields (RFC 5322 3.6.2: the authors, and the one
+    who sent it for them), as written: ``local@domain``, or a bare local part. None when a field
+    is malformed: Python's two address parsers (``email.headerregistry`` and
+    ``email.utils.getaddresses``) must find the same addresses, so that no reader can be shown
+    another address than the one checked. No field at all: []."""
+    parsed = HeaderParser().parsestr(head.decode("utf-8", "replace"))
+    found: list[str] = []
+    for name in _AUTHOR_FIELDS:
+        for raw in parsed.get_all(name, []):
+            value = _FOLD.sub("", str(raw))
+            try:
+                field = email.policy.default.header_factory(name, value)
+                registry = [address.addr_spec for address in field.addresses]
+            except (email.errors.MessageError, ValueError, IndexError, TypeError):
+                return None
+            plain = [address for _, address in email.utils.getaddresses([value]) if address]
+            if any(isinstance(d, email.errors.NonPrintableDefect) for d in field.defects) or \
+                    sorted(registry) != sorted(plain):
+                return None
+            found += registry
+    return found
+
+
 def signing_domain(head: bytes, sender: str, signer: DKIMSigner) -> str | None:
     """The domain to sign for: the From header's (DMARC alignment), else the envelope sender's,
     when geomail has a key for it."""
     parsed = BytesHeaderParser().parsebytes(head)
     _, from_address = email.utils.parseaddr(str(parsed.get("From", "")))
-    for candidate in (domain_of(from_address), domain_of(sender)):
+    for candidate in map(_a_labels, (domain_of(from_address), domain_of(sender))):
         if candidate and signer.can_sign(candidate):
             return candidate
     return None
+
+
+def _a_labels(domain: str) -> str:
+    """``domain`` as the config keys DKIM keys (A-labels); "" when it is not a valid name."""
+    try:
+        return normalize_domain(domain) if domain else ""
+    except ValueError:
+        return ""
 
 
 def dkim_signature(signer: DKIMSigner, domain: str, added: bytes, body: Spool) -> bytes:
@@ -60,5 +101,5 @@ def dkim_signature(signer: DKIMSigner, domain: str, added: bytes, body: Spool) -
     try:
         return run_blocking(sign)
     except DKIMError as exc:
-        log.warning("dkim-not-signed domain=%s reason=%r", domain, str(exc))
+        event(log, logging.WARNING, "dkim-not-signed", domain=domain, reason=str(exc))
         return b""

@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import idna
+
 from geomail.config.objects import KiB, MiB
 
 T = TypeVar("T")
@@ -75,14 +77,21 @@ def parse_hostport(value: object, default_port: int | None = None) -> tuple[str,
 
 
 def normalize_domain(domain: str) -> str:
-    """Lower case, no trailing dot, internationalised names as A-labels (RFC 5890)."""
-    domain = domain.strip().rstrip(".").lower()
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise ValueError(f"{domain!r} is not a valid domain name") from exc
-    return domain
+    """Lower case, no trailing dot, internationalised names as A-labels: IDNA 2008 (RFC 5891)
+    after the UTS 46 mapping, non-transitional, so ``faß.de`` is ``xn--fa-hia.de`` (the stdlib
+    codec, IDNA 2003, makes it ``fass.de``: another domain). The one place domains are
+    normalised (config, routing, MX lookup, addresses on the wire); ValueError if invalid."""
+    domain = domain.strip()
+    if domain.isascii():
+        return domain.rstrip(".").lower()
+    try:
+        mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False).rstrip(".")
+        labels = [label if label.isascii() else idna.alabel(label).decode("ascii")
+                  for label in mapped.split(".")]
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"{domain!r} is not a valid internationalised domain name "
+                         f"(IDNA 2008: {exc})") from exc
+    return ".".join(labels)
 
 
 def normalize_address(address: str) -> str:

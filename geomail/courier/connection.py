@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from geomail.delivery import DeliveryError
 from geomail.envelope import Body
+from geomail.log import event
 from geomail.proto.client import Extensions, MalformedReply, ReplyParser, ServerReply, parse_ehlo
 from geomail.proto.dotwriter import DotWriter
 from geomail.safeio import run_blocking
@@ -114,7 +115,7 @@ class SMTPConnection:
             self.usable = False
             raise ConnectionLost(f"{self.remote_mta}: {_describe(exc)} ({step})") from exc
         reply = self._replies.popleft()
-        log.debug("smtp out remote=%s <- %s", self.remote_mta, reply)
+        event(log, logging.DEBUG, "smtp-out", remote=self.remote_mta, dir="<-", line=reply)
         if reply.code == 421:  # the server is closing the channel (RFC 5321 3.8)
             self.usable = False
         return reply
@@ -130,8 +131,8 @@ class SMTPConnection:
 
     def command(self, line: str, step: str | None = None) -> ServerReply:
         """Send one command line and read its reply."""
-        log.debug("smtp out remote=%s -> %s", self.remote_mta,
-                  "AUTH <redacted>" if line.upper().startswith("AUTH") else line)
+        event(log, logging.DEBUG, "smtp-out", remote=self.remote_mta, dir="->",
+              line="AUTH <redacted>" if line.upper().startswith("AUTH") else line)
         self.send(line.encode("utf-8") + b"\r\n", step or line.split(" ", 1)[0])
         return self.read_reply(step or line.split(" ", 1)[0])
 
@@ -194,8 +195,8 @@ class SMTPConnection:
         version = version_of() if version_of else None
         verified = context.verify_mode == ssl.CERT_REQUIRED
         self.tls = f"{version or 'TLS'}{' verified' if verified else ''}"
-        log.debug("tls remote=%s version=%s verified=%s", self.remote_mta, version,
-                 "yes" if verified else "no")
+        event(log, logging.DEBUG, "smtp-out-tls", remote=self.remote_mta, version=version,
+              verified="yes" if verified else "no")
 
     def authenticate(self, username: str, password: str) -> None:
         """AUTH PLAIN, else AUTH LOGIN (RFC 4954); raises ``DeliveryError`` (transient: the
@@ -209,7 +210,8 @@ class SMTPConnection:
             for secret in (username, password):
                 if reply.code != 334:
                     break
-                log.debug("smtp out remote=%s -> <redacted>", self.remote_mta)
+                event(log, logging.DEBUG, "smtp-out", remote=self.remote_mta, dir="->",
+                      line="<redacted>")
                 self.send(base64.b64encode(secret.encode()) + b"\r\n", "AUTH")
                 reply = self.read_reply("AUTH")
         else:
@@ -232,7 +234,8 @@ class SMTPConnection:
         result = Transaction()
         if "PIPELINING" in self.extensions:
             lines = (["RSET"] if reset_first else []) + [mail, *rcpts, "DATA"]
-            log.debug("smtp out remote=%s -> %s", self.remote_mta, " | ".join(lines))
+            event(log, logging.DEBUG, "smtp-out", remote=self.remote_mta, dir="->",
+                  line=" | ".join(lines))
             self.send("".join(f"{line}\r\n" for line in lines).encode("utf-8"), "MAIL")
             if reset_first:
                 self._expect_reset(self.read_reply("RSET"))

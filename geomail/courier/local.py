@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from geomail.delivery import Attempt, DeliveryError, Outcomes
 from geomail.envelope import Body
 from geomail.errors import StoreError
+from geomail.log import event
 from geomail.store.base import Copy, MessageStore
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,16 @@ class LocalCourier:
         try:
             self.store.deliver(copies, body)
         except StoreError as exc:
-            log.warning("local-delivery-failed to=%s error=%s", ",".join(mailboxes), exc)
+            event(log, logging.WARNING, "local-delivery-failed", to=",".join(mailboxes),
+                  error=str(exc))
             error = DeliveryError(f"mailbox unavailable: {exc}", False, 451, "4.2.0")
         except Exception:  # a bug in the store: keep the mail and retry later
-            log.exception("local delivery crashed to=%s", ",".join(mailboxes))
+            event(log, logging.ERROR, "internal-error", exc_info=True,
+                  where="local-delivery", to=",".join(mailboxes))
             error = DeliveryError("internal error during local delivery", False, 451, "4.3.0")
         for mailbox in mailboxes:
             outcomes[mailbox] = error
             outcomes.attempts[mailbox] = Attempt(None, None)
         if error is None:
-            log.debug("delivered to=%s relay=local", ",".join(mailboxes))
+            event(log, logging.DEBUG, "local-delivered", to=",".join(mailboxes))
         return outcomes

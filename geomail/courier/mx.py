@@ -18,6 +18,7 @@ import dns.resolver
 
 from geomail.config import RelayConfig, normalize_domain
 from geomail.delivery import DeliveryError
+from geomail.log import event
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,9 @@ class MXResolver:
         try:
             name = normalize_domain(domain)
             if not _HOSTNAME.match(name):
-                raise ValueError(name)
-        except ValueError as exc:
-            raise DeliveryError(f"invalid domain {domain!r}", True, 553, "5.1.2") from exc
+                raise ValueError("not a host name (RFC 1035 2.3.1)")
+        except ValueError as exc:  # e.g. not valid IDNA 2008 (normalize_domain says why)
+            raise DeliveryError(f"invalid domain {domain!r}: {exc}", True, 553, "5.1.2") from exc
         records = self._query(name, "MX")
         if records is None:
             addresses = self.addresses(name, implicit=True)
@@ -122,7 +123,7 @@ class MXResolver:
             if addresses:
                 hosts.append(MXHost(host, pref, addresses))
             else:
-                log.info("mx host has no address domain=%s mx=%s", domain, host)
+                event(log, logging.INFO, "mx-no-address", domain=domain, mx=host)
         if not hosts:
             # The MX hosts exist in DNS but not as addresses (yet): the domain's problem, which
             # it may fix; retry rather than bounce.

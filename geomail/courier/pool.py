@@ -12,6 +12,8 @@ from typing import Protocol
 import gevent
 from gevent.event import Event
 
+from geomail.log import event
+
 log = logging.getLogger(__name__)
 
 
@@ -130,7 +132,7 @@ class ConnectionPool:
         if entry is None:
             return
         key, conn = entry
-        log.debug("closing idle connection key=%s", key)
+        event(log, logging.DEBUG, "mx-idle-closed", key=key)
         self._free(key)
         conn.close()
         self._wake(key)

@@ -12,6 +12,7 @@ from typing import cast
 from geomail.config import RelayConfig, normalize_domain
 from geomail.delivery import Attempt, DeliveryError, Outcomes
 from geomail.envelope import Body, domain_of, split_address
+from geomail.log import event
 from geomail.safeio import run_blocking
 
 from .connection import ConnectionLost, SMTPConnection, Timeouts, Transaction
@@ -140,16 +141,18 @@ class SMTPCourier:
             if exc.code == 454 and not smarthost and not self.relay.verify_tls:
                 # Opportunistic TLS failed in the handshake: deliver in plain text instead
                 # (RFC 7435 4: encryption is welcome, not a condition of delivery).
-                log.info("mx-tls-failed remote=%s [%s]:%s retry=plaintext error=%s",
-                         name, address, port, exc.message)
+                event(log, logging.INFO, "mx-tls-failed", host=name,
+                      address=f"[{address}]:{port}", retry="plaintext", error=exc.message)
                 try:
                     return self._open(name, address, port, smarthost, try_tls=False)
                 except DeliveryError as again:
                     exc = again  # type: ignore[assignment]
-            log.info("mx-failed host=%s [%s]:%s error=%s", name, address, port, exc)
+            event(log, logging.INFO, "mx-failed", host=name, address=f"[{address}]:{port}",
+                  error=str(exc))
             _all(outcomes, pending, exc, Attempt(f"{name} [{address}]:{port}", None))
         except DeliveryError as exc:
-            log.info("mx-failed host=%s [%s]:%s error=%s", name, address, port, exc)
+            event(log, logging.INFO, "mx-failed", host=name, address=f"[{address}]:{port}",
+                  error=str(exc))
             _all(outcomes, pending, exc, Attempt(f"{name} [{address}]:{port}", None))
         return None
 
@@ -228,7 +231,7 @@ class SMTPCourier:
         try:
             result = conn.transaction(mail_from, list(forms), body, " ".join(params), reused)
         except ConnectionLost as exc:
-            log.info("mx-failed remote=%s error=%s", conn.remote_mta, exc)
+            event(log, logging.INFO, "mx-failed", host=conn.remote_mta, error=str(exc))
             return _all(outcomes, list(forms.values()), exc, where)
         return self._judge(conn, result, forms, outcomes, where)
 
@@ -252,13 +255,11 @@ class SMTPCourier:
                 error = DeliveryError(reply.text or "(no text)", reply.permanent, reply.code,
                                       reply.enhanced)
             _record(outcomes, rcpt, error, where)
-            if error is None:
-                log.debug("delivered to=%s remote=%s tls=%s reply=%s", rcpt, conn.remote_mta,
-                         conn.tls, reply)
-            elif error.permanent:
-                log.debug("rejected to=%s remote=%s reply=%s", rcpt, conn.remote_mta, reply)
-            else:
-                log.debug("deferred to=%s remote=%s reply=%s", rcpt, conn.remote_mta, reply)
+            result_name = "delivered" if error is None else (
+                "rejected" if error.permanent else "deferred")
+            event(log, logging.DEBUG, "mx-reply", to=rcpt, remote=conn.remote_mta,
+                  result=result_name, tls=conn.tls, reply=reply)
+            if error is not None and not error.permanent:
                 retry.append(rcpt)
         return retry
 

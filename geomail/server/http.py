@@ -12,6 +12,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from geomail.config import ListenerConfig
+from geomail.log import event
 from geomail.server.listener import BoundServer
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class HealthServer(BoundServer):
         self._render = render
 
     def _make_server(self, sock: socket.socket) -> BaseServer:
-        return WSGIServer(sock, self.app, spawn=Pool(MAX_CONNECTIONS), log=None, error_log=log)
+        return WSGIServer(sock, self.app, spawn=Pool(MAX_CONNECTIONS), log=None,
+                          error_log=_ErrorLog())
 
     def stop(self) -> None:
         if self._server is not None:
@@ -54,6 +56,17 @@ class HealthServer(BoundServer):
         if path == "/metrics":
             return _respond(start_response, "200 OK", self._render(), content_type=PROMETHEUS_TYPE)
         return _respond(start_response, "404 Not Found", "not found: try /healthz or /metrics\n")
+
+
+class _ErrorLog:
+    """What gevent's pywsgi reports (bad requests, mostly the client's words): an event."""
+
+    def write(self, message: str) -> None:
+        if message.strip():
+            event(log, logging.WARNING, "http-error", error=message.strip())
+
+    def flush(self) -> None:
+        pass
 
 
 def _respond(start_response: StartResponse, status: str, body: str,

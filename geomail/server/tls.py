@@ -10,6 +10,7 @@ import gevent
 
 from geomail.config import TLSConfig
 from geomail.errors import ConfigError, GeomailError
+from geomail.log import event
 
 log = logging.getLogger("geomail.tls")
 
@@ -110,10 +111,11 @@ class TLSContextHolder:
         try:
             context = load_server_context(tls)
         except ConfigError as exc:
-            log.error("tls-reload-failed problem=%r keeping=old-certificate", str(exc))
+            event(log, logging.ERROR, "tls-reload-failed", problem=str(exc),
+                  keeping="old-certificate")
             return False
         self.tls, self.context = tls, context
-        log.info("tls-reloaded cert=%s", tls.cert)
+        event(log, logging.INFO, "tls-reloaded", cert=tls.cert)
         return True
 
 

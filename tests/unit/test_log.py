@@ -44,6 +44,13 @@ def capture():
     ("line\nbreak", '"line\\nbreak"'),
     ("cr\rtab\t", '"cr\\rtab\\t"'),
     ("zoë", "zoë"),
+    ("o'brien", '"o\'brien"'),
+    ("esc\x1b[31m", '"esc\\x1b[31m"'),
+    ("c1\x9b2J", '"c1\\x9b2J"'),
+    ("line\u2028sep", '"line\\u2028sep"'),
+    ("bidi\u202egnp.exe", '"bidi\\u202egnp.exe"'),
+    ("nb\u00a0sp", '"nb\\xa0sp"'),
+    ("bad\udcff", '"bad\\udcff"'),
 ])
 def test_render_value(value, rendered):
     """Values are quoted when they hold spaces, quotes, '=' or are empty; newlines are escaped
@@ -78,14 +85,18 @@ def test_key_value_plain_record(capture):
 
 
 def test_key_value_exception(capture):
+    """A traceback follows its event, every line behind '  | ': an exception message with a
+    newline cannot start a line that looks like an event (issue 10 item 11)."""
     logger, stream = capture(KeyValueFormatter())
     try:
-        raise RuntimeError("boom")
+        raise RuntimeError("boom\n2026-01-01T00:00:00.000Z WARNING auth-failed client=6.6.6.6")
     except RuntimeError:
-        logger.exception("failed")
+        event(logger, logging.ERROR, "bug", exc_info=True, session="s1")
     text = stream.getvalue()
-    assert re.match(TIMESTAMP + " ERROR failed\nTraceback", text)
-    assert "RuntimeError: boom" in text
+    assert re.match(TIMESTAMP + " ERROR bug session=s1\n  \\| Traceback", text)
+    lines = text.splitlines()
+    assert all(line.startswith("  | ") for line in lines[1:])
+    assert "  | RuntimeError: boom" in lines and "  | 2026-01-01T00:00:00.000Z WARNING" in text
 
 
 def test_json_event(capture):
