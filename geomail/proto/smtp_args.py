@@ -18,6 +18,7 @@ _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"  # address literal, RFC 5321 4.1.3
 _MAILBOX = re.compile(rf"^(?P<local>{_DOT_STRING}|{_QUOTED})@(?P<domain>{_DOMAIN}|{_LITERAL})$")
 _SOURCE_ROUTE = re.compile(rf"^@{_DOMAIN}(?:,@{_DOMAIN})*:")
+_BRACKETED = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^">])*>')  # <path>, quoted strings kept whole
 _PARAM = re.compile(r"^(?P<key>[A-Za-z0-9][A-Za-z0-9\-]*)(?:=(?P<value>[\x21-\x3c\x3e-\x7e]+))?$")
 
 MAX_PATH = 256  # RFC 5321 4.5.3.1.3
@@ -52,7 +53,10 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
         raise ArgumentError("syntax")
     rest = rest.lstrip(" ")
     if rest.startswith("<"):
-        end = rest.find(">")
+        # A quoted local part may hold '>' (qtextSMTP): the path ends at the first '>' outside
+        # quotes; with an unbalanced quote, at the first '>' (the address check refuses it).
+        bracketed = _BRACKETED.match(rest)
+        end = bracketed.end() - 1 if bracketed else rest.find(">")
         if end < 0:
             raise ArgumentError("syntax")
         path, params_text = rest[1:end], rest[end + 1 :]

@@ -28,6 +28,8 @@ from geomail.proto.smtp_args import (
     ("FROM:<@a.example,@b.example:bob@example.org>", "bob@example.org", {}),
     ('FROM:<"john doe"@example.org>', '"john doe"@example.org', {}),
     ('FROM:<"a\\"b"@example.org>', '"a\\"b"@example.org', {}),
+    ('FROM:<">"@example.org>', '">"@example.org', {}),  # '>' is qtextSMTP (found by fuzzing)
+    ('FROM:<"x>y"@example.org> SIZE=5', '"x>y"@example.org', {"SIZE": "5"}),
     ("FROM:<bob@[192.0.2.1]>", "bob@[192.0.2.1]", {}),
     ("FROM:<bob@[IPv6:2001:db8::1]>", "bob@[IPv6:2001:db8::1]", {}),
     ("FROM:<bob@example.org.>", "bob@example.org.", {}),
