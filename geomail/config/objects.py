@@ -40,18 +40,37 @@ class Limits:
 
     max_message_size: int = 25 * MiB  # SIZE (RFC 1870), enforced while reading
     max_recipients: int = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
-    max_connections: int = 2000  # across all listeners
-    max_connections_per_ip: int = 20
+    max_connections: int = 2000  # on listen.smtp (the public MX port)
+    max_connections_per_ip: int = 20  # on listen.smtp, per client network
+    # submission, submissions, pop3 and pop3s: a budget of their own, so that a flood on port 25
+    # cannot refuse the users; per client network the parser's default is
+    # max_connections_per_ip.
+    max_user_connections: int = 200
+    max_user_connections_per_ip: int = 20
+    ipv4_prefix: int = 32  # the network that counts as one client (per-IP limits, login throttle)
+    ipv6_prefix: int = 64
     command_timeout: float = 300.0  # RFC 5321 4.5.3.2.7: server timeout 5 minutes
-    data_timeout: float = 600.0  # wait for each block of message data
-    max_line_length: int = 1000  # text line incl. CRLF, RFC 5321 4.5.3.1.6
+    data_timeout: float = 600.0  # deadline for a DATA body / each BDAT chunk (+ min_data_rate)
+    # Message text line incl. CRLF; 0: no bound but max_message_size. RFC 5321 4.5.3.1.6 says
+    # 1000, but real mail has longer lines and Postfix accepts them.
+    max_line_length: int = 0
     max_command_length: int = 512  # command line incl. CRLF, RFC 5321 4.5.3.1.4
     max_bad_commands: int = 10  # unknown/out-of-sequence commands before 421 and close
+    # Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit, smtpd_error_sleep_time and
+    # smtpd_junk_command_limit, counted since the last accepted message.
+    soft_error_limit: int = 10  # refused commands before each further refusal is delayed
+    hard_error_limit: int = 20  # refused commands before 421 and close
+    error_sleep_time: float = 1.0  # that delay
+    junk_command_limit: int = 100  # NOOP/RSET/VRFY/HELP/EXPN/HELO/EHLO before they count as errors
+    max_received_headers: int = 50  # more: 554 5.4.6, a mail loop (RFC 5321 6.3, hopcount_limit)
     max_auth_failures: int = 5  # failed logins per client IP before it is blocked
     auth_block_time: float = 900.0  # how long a blocked IP stays blocked
     tls_handshake_timeout: float = 30.0
     shutdown_grace: float = 30.0  # SIGTERM: time in-flight sessions get to finish
     pop3_timeout: float = 600.0  # RFC 1939 3: autologout timer of at least 10 minutes
+    max_connection_time: float = 3600.0  # total lifetime of one connection
+    min_data_rate: int = 500  # octets/s of message data that earn more time (Postfix's default)
+    spool_memory: int = 16 * MiB  # message bodies held in memory, all connections together
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,7 @@ class RelayConfig:
     data_timeout: float = 600.0  # RFC 5321 4.5.3.2.6: end of data
     dns_timeout: float = 10.0
     verify_tls: bool = False  # opportunistic STARTTLS to MX hosts is not verified
+    max_item_errors: int = 5  # consecutive internal errors before an item is set aside (held)
 
 
 @dataclass(frozen=True, slots=True)

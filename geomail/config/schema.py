@@ -42,22 +42,56 @@ from geomail.config.values import (
 from geomail.errors import ConfigError
 
 
+def _line_limit(value: object) -> int:
+    """``limits.max_line_length``: 0 (no bound but the message size) or at least RFC 5321's."""
+    number = _int_range(0, 1 << 40)(value)
+    if 0 < number < 1000:
+        raise ValueError(f"expected 0 (no limit) or at least 1000 (RFC 5321 4.5.3.1.6), "
+                         f"got {number}")
+    return number
+
+
+def _sleep_time(value: object) -> float:
+    """``limits.error_sleep_time``: a pause per reply, so at most a minute."""
+    seconds = parse_duration(value)
+    if seconds > 60:
+        raise ValueError(f"expected a duration of at most 60s, got {value!r}")
+    return seconds
+
+
 def _parse_limits(sec: _Section) -> Limits:
     d = Limits()
     limits = Limits(
         max_message_size=sec.get("max_message_size", _positive_size, d.max_message_size),
         max_recipients=sec.get("max_recipients", _int_range(1, 100_000), d.max_recipients),
         max_connections=sec.get("max_connections", _int_range(1, 1_000_000), d.max_connections),
-        max_connections_per_ip=sec.get(
+        max_connections_per_ip=(per_ip := sec.get(
             "max_connections_per_ip", _int_range(1, 1_000_000), d.max_connections_per_ip
+        )),
+        max_user_connections=sec.get(
+            "max_user_connections", _int_range(1, 1_000_000), d.max_user_connections
         ),
+        max_user_connections_per_ip=sec.get(
+            "max_user_connections_per_ip", _int_range(1, 1_000_000), per_ip
+        ),
+        ipv4_prefix=sec.get("ipv4_prefix", _int_range(8, 32), d.ipv4_prefix),
+        ipv6_prefix=sec.get("ipv6_prefix", _int_range(16, 128), d.ipv6_prefix),
         command_timeout=sec.get("command_timeout", _positive_duration, d.command_timeout),
         data_timeout=sec.get("data_timeout", _positive_duration, d.data_timeout),
-        max_line_length=sec.get("max_line_length", _int_range(1000, 1_000_000), d.max_line_length),
+        max_line_length=sec.get("max_line_length", _line_limit, d.max_line_length),
         max_command_length=sec.get(
             "max_command_length", _int_range(512, 65536), d.max_command_length
         ),
         max_bad_commands=sec.get("max_bad_commands", _int_range(1, 10_000), d.max_bad_commands),
+        soft_error_limit=sec.get("soft_error_limit", _int_range(0, 1_000_000), d.soft_error_limit),
+        hard_error_limit=sec.get("hard_error_limit", _int_range(1, 1_000_000), d.hard_error_limit),
+        error_sleep_time=sec.get("error_sleep_time", _sleep_time, d.error_sleep_time),
+        junk_command_limit=sec.get(
+            "junk_command_limit", _int_range(0, 1_000_000), d.junk_command_limit
+        ),
+        max_received_headers=sec.get(
+            "max_received_headers", _int_range(1, 10_000), d.max_received_headers
+        ),
         max_auth_failures=sec.get("max_auth_failures", _int_range(1, 10_000), d.max_auth_failures),
         auth_block_time=sec.get("auth_block_time", _positive_duration, d.auth_block_time),
         tls_handshake_timeout=sec.get(
@@ -65,6 +99,11 @@ def _parse_limits(sec: _Section) -> Limits:
         ),
         shutdown_grace=sec.get("shutdown_grace", parse_duration, d.shutdown_grace),
         pop3_timeout=sec.get("pop3_timeout", _positive_duration, d.pop3_timeout),
+        max_connection_time=sec.get(
+            "max_connection_time", _positive_duration, d.max_connection_time
+        ),
+        min_data_rate=sec.get("min_data_rate", _int_range(0, 1_000_000_000), d.min_data_rate),
+        spool_memory=sec.get("spool_memory", _positive_size, d.spool_memory),
     )
     sec.finish()
     return limits
@@ -185,6 +224,7 @@ def _parse_relay(sec: _Section) -> RelayConfig:
         data_timeout=sec.get("data_timeout", _positive_duration, d.data_timeout),
         dns_timeout=sec.get("dns_timeout", _positive_duration, d.dns_timeout),
         verify_tls=sec.get("verify_tls", _bool, d.verify_tls),
+        max_item_errors=sec.get("max_item_errors", _int_range(1, 1000), d.max_item_errors),
     )
     sec.finish()
     return relay

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from geomail.config import (
     parse_size,
 )
 from geomail.errors import ConfigError
+from tests.support.privileges import owned_tempdir, unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
 HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -157,14 +157,19 @@ def test_minimal_config_defaults():
 
 
 def test_default_limits_follow_the_rfcs():
-    """RFC 5321 4.5.3.1.4 (512), 4.5.3.1.6 (1000), 4.5.3.1.8 (100 recipients), 4.5.3.2.7
-    (5 minutes); RFC 1939 3 (10 minutes)."""
+    """RFC 5321 4.5.3.1.4 (512), 4.5.3.1.8 (100 recipients), 4.5.3.2.7 (5 minutes); RFC 1939 3
+    (10 minutes). Body lines: no bound but the message size, as Postfix (issue 10 item 14);
+    error and junk limits and the hop count as Postfix's defaults (issue 10 items 4 and 6)."""
     limits = Limits()
     assert limits.max_command_length == 512
-    assert limits.max_line_length == 1000
+    assert limits.max_line_length == 0
+    assert (limits.soft_error_limit, limits.hard_error_limit, limits.error_sleep_time,
+            limits.junk_command_limit, limits.max_received_headers) == (10, 20, 1.0, 100, 50)
     assert limits.max_recipients == 100
     assert limits.command_timeout == 300
     assert limits.pop3_timeout == 600
+    assert (limits.max_connection_time, limits.min_data_rate, limits.spool_memory) == (
+        3600, 500, 16 * 1024 * 1024)  # issue 10 items 2 and 5; 500 octets/s as Postfix
     assert limits.max_message_size == 25 * 1024 * 1024
 
 
@@ -312,7 +317,18 @@ BAD_CONFIGS: list[tuple[str, object, list[str]]] = [
     ("command length below the RFC", base(limits={"max_command_length": 100}),
      ["limits.max_command_length: expected a whole number from 512 to 65536, got 100"]),
     ("line length below the RFC", base(limits={"max_line_length": 998}),
-     ["limits.max_line_length: expected a whole number from 1000 to 1000000, got 998"]),
+     ["limits.max_line_length: expected 0 (no limit) or at least 1000 (RFC 5321 4.5.3.1.6), "
+      "got 998"]),
+    ("error delay too long", base(limits={"error_sleep_time": "5m"}),
+     ["limits.error_sleep_time: expected a duration of at most 60s, got '5m'"]),
+    ("hard error limit zero", base(limits={"hard_error_limit": 0}),
+     ["limits.hard_error_limit: expected a whole number from 1 to 1000000, got 0"]),
+    ("zero connection lifetime", base(limits={"max_connection_time": "0s"}),
+     ["limits.max_connection_time: must be longer than zero"]),
+    ("negative data rate", base(limits={"min_data_rate": -1}),
+     ["limits.min_data_rate: expected a whole number from 0 to 1000000000, got -1"]),
+    ("zero spool memory", base(limits={"spool_memory": 0}),
+     ["limits.spool_memory: must be greater than zero"]),
     ("unknown limit", base(limits={"max_mesage_size": "1MiB"}),
      ["limits.max_mesage_size: unknown key"]),
     ("limits not a mapping", base(limits=["a"]), ["limits: expected a mapping, got list"]),
@@ -463,19 +479,20 @@ def test_load_reports_parse_problems(tmp_path):
     assert info.value.problems[0] == "listen.smtp[0]: '127.0.0.1:99999' is not a valid port"
 
 
-def test_check_files(tmp_path):
-    """Certificate and key files that are missing or unreadable are reported with their key."""
-    cert = tmp_path / "cert.pem"
-    cert.write_text("x")
-    key = tmp_path / "key.pem"
-    config = parse_config(base(tls={"cert": str(cert), "key": str(key)},
-                               dkim={"key": str(tmp_path / "dkim.key")}))
-    assert check_files(config) == [
-        f"tls.key: file {key} does not exist",
-        f"dkim.keys.example.com: file {tmp_path / 'dkim.key'} does not exist"]
-    key.write_text("x")
-    (tmp_path / "dkim.key").write_text("x")
-    assert check_files(config) == []
-    if os.geteuid() != 0:
-        key.chmod(0)
-        assert check_files(config) == [f"tls.key: file {key} is not readable"]
+def test_check_files():
+    """Certificate and key files that are missing or unreadable are reported with their key.
+    Checked as an unprivileged user also under root, which reads any file (issue 10 item 1)."""
+    with owned_tempdir() as directory:
+        cert, key, dkim_key = (directory / name for name in ("cert.pem", "key.pem", "dkim.key"))
+        config = parse_config(base(tls={"cert": str(cert), "key": str(key)},
+                                   dkim={"key": str(dkim_key)}))
+        with unprivileged():
+            cert.write_text("x")
+            assert check_files(config) == [
+                f"tls.key: file {key} does not exist",
+                f"dkim.keys.example.com: file {dkim_key} does not exist"]
+            key.write_text("x")
+            dkim_key.write_text("x")
+            assert check_files(config) == []
+            key.chmod(0)
+            assert check_files(config) == [f"tls.key: file {key} is not readable"]
