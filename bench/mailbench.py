@@ -68,6 +68,8 @@ PORTS = {
     "aiosmtpd": 2526,
     "smtp-sink": 2527,
     "geomail": 2528,  # SMTP
+    "geomail-ref": 2529,  # SMTP of the reference build (GEOMAIL_REF_CMD)
+    "geomail-ref-pop3": 1112,
     "dovecot": 1110,  # POP3
     "geomail-pop3": 1111,
     "tcp-c": 2531,
@@ -532,6 +534,9 @@ class PostfixTarget(SmtpTarget):
 #   3. GEOMAIL_MAILDIR_REL: geomail/store/maildir.py keeps <store.path>/<domain>/<local>/.
 # ======================================================================================
 GEOMAIL_CMD = os.environ.get("GEOMAIL_CMD", os.path.join(PROJECT, ".venv", "bin", "geomail"))
+# Another geomail build (e.g. an older revision) to measure side by side as target `geomail-ref`,
+# interleaved round by round with `geomail`, for before/after comparisons in one run.
+GEOMAIL_REF_CMD = os.environ.get("GEOMAIL_REF_CMD", "")
 GEOMAIL_MAILDIR_REL = f"{DOMAIN}/{{user}}"  # below store.path; {user} is the local part
 # geomail refuses to stay root unless told to (`user: root`). The bench runs it the way
 # production does (conf/geomail.service): started as root, it binds, then drops to an
@@ -606,18 +611,19 @@ class GeomailTarget(SmtpTarget):
     """geomail SMTP inbound + the same process's POP3."""
     name = "geomail"
     delivers = True
+    cmd = GEOMAIL_CMD
 
     def __init__(self, port=PORTS["geomail"], pop3_port=PORTS["geomail-pop3"]):
         self.port = port
         self.pop3_port = pop3_port
-        self.root = os.path.join(RUN, "geomail")
+        self.root = os.path.join(RUN, self.name)
         self.data = os.path.join(self.root, "data")
         self.proc = None
         self.mail_owner = geomail_owner()
 
-    @staticmethod
-    def available():
-        return shutil.which(GEOMAIL_CMD) is not None
+    @classmethod
+    def available(cls):
+        return bool(cls.cmd) and shutil.which(cls.cmd) is not None
 
     def maildir(self, user=USER):
         return os.path.join(self.data, "mail", GEOMAIL_MAILDIR_REL.format(user=user))
@@ -638,7 +644,7 @@ class GeomailTarget(SmtpTarget):
 
     def start(self):
         if not self.available():
-            raise RuntimeError(f"'{GEOMAIL_CMD}' not found (set GEOMAIL_CMD or run `make` in the project)")
+            raise RuntimeError(f"'{self.cmd}' not found (set GEOMAIL_CMD or run `make` in the project)")
         os.makedirs(self.data, mode=0o700, exist_ok=True)
         if self.mail_owner:
             os.chown(self.data, *self.mail_owner)  # geomail would do it too (system.prepare_data_dir)
@@ -646,7 +652,7 @@ class GeomailTarget(SmtpTarget):
         write_geomail_config(conf, self.port, self.pop3_port, self.data)
         ensure_free(self.port)
         ensure_free(self.pop3_port)
-        self.proc = Popened([GEOMAIL_CMD, "serve", "-c", conf], "geomail.log")
+        self.proc = Popened([self.cmd, "serve", "-c", conf], f"{self.name}.log")
         if not wait_port(self.port, timeout=30):
             self.stop()
             raise RuntimeError("geomail SMTP did not answer, see run/geomail.log")
@@ -659,6 +665,15 @@ class GeomailTarget(SmtpTarget):
     def pids(self):
         # the main process plus any workers it forks
         return [self.proc.pid, *children_of(self.proc.pid)] if self.proc else []
+
+
+class GeomailRefTarget(GeomailTarget):
+    """The reference geomail build (GEOMAIL_REF_CMD), SMTP only, on its own ports."""
+    name = "geomail-ref"
+    cmd = GEOMAIL_REF_CMD
+
+    def __init__(self):
+        super().__init__(PORTS["geomail-ref"], PORTS["geomail-ref-pop3"])
 
 
 # --------------------------------------------------------------------------------------
@@ -1111,7 +1126,8 @@ def bench_smtp(res, targets, reps, quick, grid, lat_reps):
             res.append(row("smtp", test, t.name, "server RSS peak during load, MiB", rss[t.name],
                            extra={"pss_mib": summ(pss[t.name])}))
             # per-round ratios between servers: aiosmtpd vs postfix, geomail vs both
-            refs = {"aiosmtpd": ["postfix"], "geomail": ["postfix", "aiosmtpd"]}.get(t.name, [])
+            refs = {"aiosmtpd": ["postfix"], "geomail": ["postfix", "aiosmtpd", "geomail-ref"],
+                    "geomail-ref": ["postfix"]}.get(t.name, [])
             for ref in refs:
                 if ref not in acc:
                     continue
@@ -1963,9 +1979,13 @@ def main():
 
     def make_smtp(name, maxproc):
         return {"smtp-sink": SmtpSinkTarget, "aiosmtpd": AiosmtpdTarget,
-                "postfix": lambda: PostfixTarget(maxproc=maxproc), "geomail": GeomailTarget}[name]()
+                "postfix": lambda: PostfixTarget(maxproc=maxproc), "geomail": GeomailTarget,
+                "geomail-ref": GeomailRefTarget}[name]()
 
-    smtp_names = [n for n in names if n in ("smtp-sink", "postfix", "aiosmtpd", "geomail")]
+    if "geomail-ref" in names and not GeomailRefTarget.available():
+        log("geomail-ref: set GEOMAIL_REF_CMD to another geomail build - target skipped")
+        names.remove("geomail-ref")
+    smtp_names = [n for n in names if n in ("smtp-sink", "postfix", "aiosmtpd", "geomail", "geomail-ref")]
     try:
         if "physical" in phases:
             log("== physical limits")

@@ -9,11 +9,14 @@ lengths: of each line only its first few octets are looked at.
 
 from __future__ import annotations
 
+import re
+
 # Enough of a line to tell "Received:" (also the obsolete "Received :", RFC 5322 4.5.3) and
 # whether a field name is well formed; longer field names are taken as fields without looking.
 _PREFIX = 64
 _RECEIVED = b"received"
 _WSP = b" \t"
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")  # RFC 5322 3.6.8: printable US-ASCII except ':'
 
 
 class HopCounter:
@@ -37,21 +40,28 @@ class HopCounter:
         while not self.done and pos < end:
             newline = data.find(b"\n", pos)
             stop = end if newline < 0 else newline
-            if len(self._line) < _PREFIX:
-                self._line += data[pos : min(stop, pos + _PREFIX - len(self._line))]
+            if self._line:
+                room = _PREFIX - len(self._line)
+                line = self._line + data[pos : pos + min(room, stop - pos)] if room > 0 else \
+                    self._line
+            else:
+                line = data[pos : pos + min(_PREFIX, stop - pos)]
             if newline < 0:
+                self._line = line
                 return
-            self._end_line()
+            self._line = b""
+            self._end_line(line)
             pos = newline + 1
 
     def finish(self) -> None:
         """The content ended (a last line without a line break counts too)."""
         if self._line and not self.done:
-            self._end_line()
+            line, self._line = self._line, b""
+            self._end_line(line)
         self.done = True
 
-    def _end_line(self) -> None:
-        line, self._line = self._line.rstrip(b"\r"), b""
+    def _end_line(self, line: bytes) -> None:
+        line = line.rstrip(b"\r")
         if not line:
             self.done = True  # the empty line that separates header and body (RFC 5322 2.1)
         elif line[:1] in (b" ", b"\t"):
@@ -62,15 +72,10 @@ class HopCounter:
                 name = name.rstrip(_WSP)
                 if name.lower() == _RECEIVED:
                     self.count += 1
-                elif not _is_field_name(name):
+                elif not _FIELD_NAME.fullmatch(name):
                     self.done = True
-            elif len(line) < _PREFIX or not _is_field_name(line):
+            elif len(line) < _PREFIX or not _FIELD_NAME.fullmatch(line):
                 self.done = True  # not a header field: the body has begun
-
-
-def _is_field_name(name: bytes) -> bool:
-    """RFC 5322 3.6.8: printable US-ASCII except the colon."""
-    return bool(name) and all(33 <= octet <= 126 for octet in name)
 
 
 def count_received(content: bytes) -> int:
