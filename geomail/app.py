@@ -13,8 +13,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from geomail import maillog, metrics, preload, system
-from geomail.access import MailAccess
-from geomail.auth import Authenticator
+from geomail.address import domain_part
 from geomail.clientnet import client_network
 from geomail.config import Config, ListenerConfig, load_config
 from geomail.courier.local import LocalCourier
@@ -22,11 +21,13 @@ from geomail.courier.mx import MXResolver
 from geomail.courier.smtp import SMTPCourier
 from geomail.dkim import DKIMSigner
 from geomail.errors import ConfigError
-from geomail.inbound import InboundPolicy, Services
 from geomail.log import event
+from geomail.login import Authenticator
+from geomail.policy.pop3 import POP3Policy
+from geomail.policy.smtp import Services, SMTPPolicy
 from geomail.proto import reply as R
 from geomail.proto.pop3 import POP3Settings
-from geomail.proto.smtp_policy import SMTPSettings
+from geomail.proto.smtp_types import SMTPSettings
 from geomail.queue.control import ControlServer, socket_path
 from geomail.queue.item import QueueItem, Recipient
 from geomail.queue.queue import Queue
@@ -38,7 +39,7 @@ from geomail.server.pop3_conn import POP3Service
 from geomail.server.smtp_conn import SMTPService
 from geomail.server.tls import TLSContextHolder
 from geomail.spool import sweep as sweep_spool
-from geomail.store.base import open_store
+from geomail.store.factory import open_store
 from geomail.userdb import UserDB
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ class App:
                            max_received=config.limits.max_received_headers)
         self.services.queue = self.queue
         self.control = ControlServer(self.queue, socket_path(config.data_dir))
-        self.policy = InboundPolicy(config, self.services, os.path.join(config.data_dir, "spool"))
-        self.mail_access = MailAccess(self.authenticator, self.store)
+        self.policy = SMTPPolicy(config, self.services, os.path.join(config.data_dir, "spool"))
+        self.mail_access = POP3Policy(self.authenticator, self.store)
         self.listeners = [self._listener(lst) for lst in config.listeners
                           if lst.kind in SMTP_KINDS + POP3_KINDS]
         self.http = [HealthServer(lst, self.problems, metrics.render)
@@ -245,7 +246,7 @@ class App:
     # ---- routing callbacks for the queue ---------------------------------------------------
 
     def _is_local(self, address: str) -> bool:
-        return self.services.router.is_local_domain(address.rpartition("@")[2])
+        return self.services.router.is_local_domain(domain_part(address))
 
     def _bounce_mailboxes(self, address: str) -> list[str]:
         """Where a bounce to a local sender goes (its mailboxes; [] if nobody has it)."""
@@ -290,5 +291,3 @@ def _queue_event(name: str, item: QueueItem, rcpt: Recipient | None) -> None:
     elif name in ("failed", "expired"):
         maillog.bounced(item.id, rcpt.address, rcpt.last_error or name, item.sender or None)
 
-
-__all__ = ["App", "maillog"]

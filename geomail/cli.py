@@ -54,7 +54,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     """Print the argon2id hash of a password read from the terminal or stdin."""
-    from geomail.auth import passwd_command
+    from geomail.passwords import passwd_command
 
     return passwd_command()
 

@@ -1,4 +1,4 @@
-"""The SMTP envelope of one transaction, the Body every part reads, and address helpers."""
+"""The SMTP envelope of one transaction and the Body every part reads."""
 
 from __future__ import annotations
 
@@ -18,19 +18,6 @@ class Envelope:
     declared_size: int | None = None  # MAIL FROM SIZE= (RFC 1870)
     body_type: str = "7BIT"  # MAIL FROM BODY= (RFC 6152): 7BIT or 8BITMIME
     smtputf8: bool = False  # MAIL FROM SMTPUTF8 (RFC 6531)
-
-
-def split_address(address: str) -> tuple[str, str]:
-    """``local@domain`` -> (local, domain); an address without '@' has an empty domain."""
-    local, sep, domain = address.rpartition("@")
-    if not sep:
-        return address, ""
-    return local, domain
-
-
-def domain_of(address: str) -> str:
-    """The domain of ``address``, lower case, without a trailing dot."""
-    return split_address(address)[1].rstrip(".").lower()
 
 
 class Body(Protocol):

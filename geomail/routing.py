@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from geomail.config import normalize_address, normalize_domain
+from geomail.address import domain_part, local_and_domain, normalize_address, normalize_domain
 
 MAX_ALIAS_DEPTH = 10
 
@@ -54,7 +54,7 @@ class Router:
     def resolve(self, address: str) -> Resolution | None:
         """Destinations of ``address``; None when it is in a local domain but nobody has it."""
         canonical = self.canonical(address)
-        domain = canonical.rpartition("@")[2]
+        domain = domain_part(canonical)
         if domain not in self._domain_set:
             return Resolution(remote=(address,))
         mailboxes: dict[str, None] = {}
@@ -70,7 +70,7 @@ class Router:
         if address in seen or depth > MAX_ALIAS_DEPTH:
             return True  # a loop (config checks forbid them) or a chain too deep: stop here
         seen.add(address)
-        local, _, domain = address.rpartition("@")
+        local, domain = local_and_domain(address)
         if domain not in self._domain_set:
             remote[address] = None
             return True
@@ -105,7 +105,7 @@ class Router:
         """May ``user`` send as ``address``? Their own address (with any suffix) and aliases
         that reach only them; never a catch-all, never another user's address."""
         canonical = self.canonical(address)
-        local, _, domain = canonical.rpartition("@")
+        local, domain = local_and_domain(canonical)
         if domain not in self._domain_set:
             return False
         for candidate in (canonical, f"{self._strip_suffix(local)}@{domain}"):

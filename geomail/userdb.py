@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
-from geomail.config import Config, UserConfig, normalize_address
+from geomail.address import normalize_address
+from geomail.config import UserConfig
 
 
 class UserDB:
@@ -16,11 +17,6 @@ class UserDB:
     def __init__(self, users: Mapping[str, UserConfig]) -> None:
         table = {user.address.lower(): user for user in users.values()}
         self._users: Mapping[str, UserConfig] = MappingProxyType(table)
-
-    @classmethod
-    def from_config(cls, config: Config) -> UserDB:
-        """The users of ``config``."""
-        return cls(config.users)
 
     def lookup(self, address: str) -> UserConfig | None:
         """The user whose address is ``address`` (any case), or None; a bare name never matches."""

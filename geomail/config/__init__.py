@@ -24,8 +24,6 @@ from geomail.config.objects import (
 )
 from geomail.config.schema import parse_config
 from geomail.config.values import (
-    normalize_address,
-    normalize_domain,
     parse_duration,
     parse_hostport,
     parse_size,
@@ -35,6 +33,6 @@ from geomail.errors import ConfigError
 __all__ = [
     "LISTENER_KINDS", "STORE_FORMATS", "Config", "ConfigError", "DKIMConfig", "KiB", "Limits",
     "ListenerConfig", "LogConfig", "MiB", "RelayConfig", "SendmailConfig", "SmarthostConfig",
-    "StoreConfig", "TLSConfig", "UserConfig", "check_files", "load_config", "normalize_address",
-    "normalize_domain", "parse_config", "parse_duration", "parse_hostport", "parse_size",
+    "StoreConfig", "TLSConfig", "UserConfig", "check_files", "load_config",
+    "parse_config", "parse_duration", "parse_hostport", "parse_size",
 ]

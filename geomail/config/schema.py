@@ -8,6 +8,7 @@ import platform
 import re
 from collections.abc import Mapping
 
+from geomail.address import domain_part, normalize_address, normalize_domain
 from geomail.config.objects import (
     LISTENER_KINDS,
     STORE_FORMATS,
@@ -34,8 +35,6 @@ from geomail.config.values import (
     _positive_size,
     _Section,
     _str,
-    normalize_address,
-    normalize_domain,
     parse_duration,
     parse_hostport,
 )
@@ -278,7 +277,7 @@ def _parse_users(sec: _Section, domains: tuple[str, ...]) -> dict[str, UserConfi
         except ValueError as exc:
             sec.problems.append(f"{path}: {exc}")
             continue
-        if address.rpartition("@")[2] not in domains:
+        if domain_part(address) not in domains:
             sec.problems.append(f"{path}: the domain is not one of the local 'domains'")
         if address in users:
             sec.problems.append(f"{path}: duplicate user (addresses ignore case)")
@@ -303,7 +302,7 @@ def _parse_aliases(sec: _Section, domains: tuple[str, ...]) -> dict[str, tuple[s
         except ValueError as exc:
             sec.problems.append(f"{path}: {exc}")
             continue
-        if key.rpartition("@")[2] not in domains:
+        if domain_part(key) not in domains:
             sec.problems.append(f"{path}: aliases are for the local 'domains' only")
         items = targets if isinstance(targets, list) else [targets]
         expanded = []
@@ -326,7 +325,7 @@ def _check_alias_targets(
     """Local targets must exist; alias chains may not loop."""
     for key, targets in aliases.items():
         for target in targets:
-            domain = target.rpartition("@")[2]
+            domain = domain_part(target)
             if domain in domains and target not in users and target not in aliases:
                 problems.append(f"aliases.{key}: target {target!r} is neither a user nor an alias")
 

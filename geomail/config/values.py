@@ -7,8 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import idna
-
+from geomail.address import domain_part, local_part, normalize_address, normalize_domain
 from geomail.config.objects import KiB, MiB
 
 T = TypeVar("T")
@@ -76,32 +75,6 @@ def parse_hostport(value: object, default_port: int | None = None) -> tuple[str,
     return host, int(port_text)
 
 
-def normalize_domain(domain: str) -> str:
-    """Lower case, no trailing dot, internationalised names as A-labels: IDNA 2008 (RFC 5891)
-    after the UTS 46 mapping, non-transitional, so ``faß.de`` is ``xn--fa-hia.de`` (the stdlib
-    codec, IDNA 2003, makes it ``fass.de``: another domain). The one place domains are
-    normalised (config, routing, MX lookup, addresses on the wire); ValueError if invalid."""
-    domain = domain.strip()
-    if domain.isascii():
-        return domain.rstrip(".").lower()
-    try:
-        mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False).rstrip(".")
-        labels = [label if label.isascii() else idna.alabel(label).decode("ascii")
-                  for label in mapped.split(".")]
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise ValueError(f"{domain!r} is not a valid internationalised domain name "
-                         f"(IDNA 2008: {exc})") from exc
-    return ".".join(labels)
-
-
-def normalize_address(address: str) -> str:
-    """``Local@Domain`` -> ``local@domain`` (geomail compares local parts case-insensitively)."""
-    local, sep, domain = address.strip().rpartition("@")
-    if not sep or not local or not domain:
-        raise ValueError(f"{address!r} is not an address like 'user@example.com'")
-    return f"{local.lower()}@{normalize_domain(domain)}"
-
-
 def _parse_domain(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a domain name, got {value!r}")
@@ -115,11 +88,11 @@ def _parse_mailbox_address(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected an address, got {value!r}")
     address = normalize_address(value)
-    local = address.rpartition("@")[0]
+    local = local_part(address)
     # The local part becomes a directory name in the store: keep it to one safe path element.
     if "/" in local or "\0" in local or local.startswith(".") or any(c.isspace() for c in local):
         raise ValueError(f"{value!r}: the local part may not contain '/', spaces or start with '.'")
-    _parse_domain(address.rpartition("@")[2])
+    _parse_domain(domain_part(address))
     return address
 
 

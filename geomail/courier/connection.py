@@ -54,7 +54,7 @@ class Transaction:
         return [r for r, reply in self.rcpt.items() if reply.code < 300]
 
 
-class SMTPConnection:
+class OutboundSMTP:
     """A client session with one server. Every read and write has a timeout; any socket, TLS or
     protocol failure raises ``ConnectionLost`` and leaves the connection unusable."""
 
@@ -77,7 +77,7 @@ class SMTPConnection:
         return f"{self.name} [{self.address}]:{self.port}"
 
     @classmethod
-    def open(cls, name: str, address: str, port: int, timeouts: Timeouts) -> SMTPConnection:
+    def open(cls, name: str, address: str, port: int, timeouts: Timeouts) -> OutboundSMTP:
         """Connect and read the greeting; raises ``ConnectionLost`` (a refusal included)."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

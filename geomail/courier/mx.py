@@ -16,7 +16,8 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from geomail.config import RelayConfig, normalize_domain
+from geomail.address import normalize_domain
+from geomail.config import RelayConfig
 from geomail.delivery import DeliveryError
 from geomail.log import event
 

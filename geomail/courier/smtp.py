@@ -9,13 +9,14 @@ import ssl
 from collections.abc import Iterator, Sequence
 from typing import cast
 
-from geomail.config import RelayConfig, normalize_domain
+from geomail.address import domain_of, normalize_domain, split_address
+from geomail.config import RelayConfig
 from geomail.delivery import Attempt, DeliveryError, Outcomes
-from geomail.envelope import Body, domain_of, split_address
+from geomail.envelope import Body
 from geomail.log import event
 from geomail.safeio import run_blocking
 
-from .connection import ConnectionLost, SMTPConnection, Timeouts, Transaction
+from .connection import ConnectionLost, OutboundSMTP, Timeouts, Transaction
 from .mx import MXResolver
 from .pool import ConnectionPool
 
@@ -94,7 +95,7 @@ class SMTPCourier:
             return outcomes
         key = SMARTHOST_KEY if self.smarthost else domain
         with self.pool.lease(key) as lease:
-            conn = cast("SMTPConnection | None", lease.conn)
+            conn = cast("OutboundSMTP | None", lease.conn)
             if conn is not None:  # an idle connection to the same destination: reuse it
                 pending = self._attempt(conn, sender, pending, body, eight_bit, outcomes, True)
                 if pending or not conn.usable:
@@ -133,7 +134,7 @@ class SMTPCourier:
                 yield host.name, address, self.relay.mx_port, False
 
     def _connect(self, name: str, address: str, port: int, smarthost: bool,
-                 outcomes: Outcomes, pending: list[str]) -> SMTPConnection | None:
+                 outcomes: Outcomes, pending: list[str]) -> OutboundSMTP | None:
         """An open, greeted session (TLS, AUTH as configured), or None with the error recorded."""
         try:
             return self._open(name, address, port, smarthost, try_tls=True)
@@ -157,13 +158,13 @@ class SMTPCourier:
         return None
 
     def _open(self, name: str, address: str, port: int, smarthost: bool,
-              try_tls: bool) -> SMTPConnection:
-        conn: SMTPConnection | None = None
+              try_tls: bool) -> OutboundSMTP:
+        conn: OutboundSMTP | None = None
         try:
             if smarthost and self.smarthost and self.smarthost.tls == "implicit":
                 conn = _open_implicit(name, address, port, self.timeouts, self.smarthost_tls)
             else:
-                conn = SMTPConnection.open(name, address, port, self.timeouts)
+                conn = OutboundSMTP.open(name, address, port, self.timeouts)
             conn.hello(self.hostname)
             if smarthost and self.smarthost:
                 if self.smarthost.tls == "starttls":
@@ -190,7 +191,7 @@ class SMTPCourier:
 
     # ------------------------------------------------------------------ one transaction
 
-    def _attempt(self, conn: SMTPConnection, sender: str, pending: list[str], body: Body,
+    def _attempt(self, conn: OutboundSMTP, sender: str, pending: list[str], body: Body,
                  eight_bit: bool, outcomes: Outcomes, reused: bool) -> list[str]:
         """One transaction on ``conn`` for ``pending``; returns the recipients still to try."""
         where = Attempt(conn.remote_mta, conn.tls)
@@ -235,7 +236,7 @@ class SMTPCourier:
             return _all(outcomes, list(forms.values()), exc, where)
         return self._judge(conn, result, forms, outcomes, where)
 
-    def _judge(self, conn: SMTPConnection, result: Transaction, forms: dict[str, str],
+    def _judge(self, conn: OutboundSMTP, result: Transaction, forms: dict[str, str],
                outcomes: Outcomes, where: Attempt) -> list[str]:
         """Record each recipient's outcome; return the ones to try at the next host."""
         retry: list[str] = []
@@ -275,7 +276,7 @@ def _scan_eight_bit(body: Body) -> bool:
 
 
 def _open_implicit(name: str, address: str, port: int, timeouts: Timeouts,
-                   context: ssl.SSLContext) -> SMTPConnection:
+                   context: ssl.SSLContext) -> OutboundSMTP:
     """Connect with TLS from the first byte (RFC 8314 3.3), then read the greeting."""
     import socket
 
@@ -287,7 +288,7 @@ def _open_implicit(name: str, address: str, port: int, timeouts: Timeouts,
     except OSError as exc:
         sock.close()
         raise ConnectionLost(f"cannot connect to {name} [{address}]:{port}: {exc}") from exc
-    conn = SMTPConnection(sock, name, address, port, timeouts)
+    conn = OutboundSMTP(sock, name, address, port, timeouts)
     conn.wrap_tls(context, name)
     greeting = conn.read_reply("greeting")
     if greeting.code != 220:

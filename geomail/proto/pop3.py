@@ -64,7 +64,7 @@ class MessageInfo(Protocol):
     def size(self) -> int: ...
 
 
-class Maildrop(Protocol):
+class POP3Maildrop(Protocol):
     """The locked mailbox of a logged-in session (see ``store.base.Maildrop``)."""
 
     @property
@@ -97,7 +97,7 @@ class POP3Handler(Protocol):
     def authenticate(self, client_ip: str, credentials: Credentials) -> str:
         """The canonical user, or raise LoginRefused."""
 
-    def open_maildrop(self, user: str) -> Maildrop:
+    def open_maildrop(self, user: str) -> POP3Maildrop:
         """Lock and snapshot the user's mailbox, or raise MailboxInUse / MaildropUnavailable."""
 
 
@@ -134,7 +134,7 @@ class POP3Session:
         self.tls_active = tls_active
         self.state = State.AUTHORIZATION
         self.user: str | None = None
-        self.maildrop: Maildrop | None = None
+        self.maildrop: POP3Maildrop | None = None
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()
         self._retrieved: set[int] = set()

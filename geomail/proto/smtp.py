@@ -48,7 +48,7 @@ from geomail.proto.sasl import (
     encode_challenge,
 )
 from geomail.proto.smtp_args import ArgumentError, parse_path_argument
-from geomail.proto.smtp_policy import BodySink, SessionInfo, SMTPHandler, SMTPSettings
+from geomail.proto.smtp_types import BodySink, SessionInfo, SMTPHandler, SMTPSettings
 
 log = logging.getLogger(__name__)
 

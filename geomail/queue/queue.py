@@ -14,9 +14,10 @@ import gevent
 from gevent.event import Event
 
 from geomail import metrics
+from geomail.address import domain_of
 from geomail.config import RelayConfig
 from geomail.delivery import Courier, DeliveryError, Outcomes
-from geomail.envelope import Body, domain_of
+from geomail.envelope import Body
 from geomail.ids import new_id
 from geomail.log import event
 from geomail.proto.client import printable

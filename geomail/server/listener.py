@@ -26,7 +26,7 @@ class ShuttingDown(Exception):
     """Raised into idle connections when the server stops."""
 
 
-class Connection(Protocol):
+class Drainable(Protocol):
     """What the tracker needs of a live connection."""
 
     @property
@@ -89,7 +89,7 @@ class ConnectionTracker:
 
     def __init__(self, budgets: Iterable[ConnectionBudget]) -> None:
         self.budgets = tuple(budgets)
-        self._live: set[Connection] = set()
+        self._live: set[Drainable] = set()
         self._none_live = Event()  # set while no connection is registered
         self._none_live.set()
         self.draining = False
@@ -103,11 +103,11 @@ class ConnectionTracker:
     def accepted(self) -> int:
         return sum(budget.accepted for budget in self.budgets)
 
-    def register(self, conn: Connection) -> None:
+    def register(self, conn: Drainable) -> None:
         self._live.add(conn)
         self._none_live.clear()
 
-    def unregister(self, conn: Connection) -> None:
+    def unregister(self, conn: Drainable) -> None:
         self._live.discard(conn)
         if not self._live:
             self._none_live.set()

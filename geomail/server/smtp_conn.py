@@ -16,7 +16,7 @@ from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.smtp import SMTPSession, State
-from geomail.proto.smtp_policy import SessionInfo, SMTPHandler, SMTPSettings
+from geomail.proto.smtp_types import SessionInfo, SMTPHandler, SMTPSettings
 from geomail.server.connection import Connection
 from geomail.server.listener import ConnectionTracker
 from geomail.server.tls import TLSContextHolder, TLSHandshakeError, tls_description, wrap_server

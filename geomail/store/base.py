@@ -1,4 +1,4 @@
-"""The store interface every mailbox format implements, and the factory that picks one."""
+"""The store interface every mailbox format implements (``store.factory`` picks one)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from geomail.config import StoreConfig
 from geomail.envelope import Body
 
 
@@ -52,14 +51,3 @@ class MessageStore(Protocol):
 
     def open_maildrop(self, mailbox: str) -> Maildrop:
         """Lock ``mailbox`` for one POP3 session; ``MailboxBusy`` if another session has it."""
-
-
-def open_store(config: StoreConfig, hostname: str) -> MessageStore:
-    """The store ``config.format`` names, rooted at ``config.path``."""
-    if config.format == "mbox":
-        from geomail.store.mbox import MboxStore
-
-        return MboxStore(config.path, hostname)
-    from geomail.store.maildir import MaildirStore
-
-    return MaildirStore(config.path, hostname)

@@ -10,11 +10,11 @@ from email import policy
 
 import pytest
 
+from geomail.address import domain_of
 from geomail.config import RelayConfig
 from geomail.courier.local import LocalCourier
 from geomail.courier.mx import MXResolver
 from geomail.courier.smtp import SMTPCourier
-from geomail.envelope import domain_of
 from geomail.queue.control import (
     ControlError,
     ControlServer,

@@ -10,12 +10,12 @@ from email import policy
 import dkim as dkimpy
 import pytest
 
+from geomail.address import domain_of
 from geomail.config import DKIMConfig, RelayConfig
 from geomail.courier.local import LocalCourier
 from geomail.courier.mx import MXResolver
 from geomail.courier.smtp import SMTPCourier
 from geomail.dkim import DKIMSigner, keygen
-from geomail.envelope import domain_of
 from geomail.queue.item import QueueItem
 from geomail.queue.queue import Queue
 from geomail.spool import BytesBody

@@ -27,7 +27,7 @@ def password_hash() -> str:
     """The hash of PASSWORD (computed once per test process)."""
     global PASSWORD_HASH
     if PASSWORD_HASH is None:
-        from geomail.auth import hash_password
+        from geomail.passwords import hash_password
 
         PASSWORD_HASH = hash_password(PASSWORD)
     return PASSWORD_HASH

@@ -80,7 +80,7 @@ class FakeHandler:
         self.calls.append(("open_maildrop", user))
         if user in self.busy:
             raise MailboxInUse(user)
-        if self.store_error:  # what MailAccess makes of a StoreError
+        if self.store_error:  # what POP3Policy makes of a StoreError
             raise MaildropUnavailable(user)
         self.maildrops.append(FakeMaildrop(list(self.messages), self.fail_commit))
         return self.maildrops[-1]

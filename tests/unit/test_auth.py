@@ -23,10 +23,11 @@ import gevent
 import pytest
 from gevent import monkey
 
-from geomail import auth
-from geomail.auth import Authenticator, AuthResult, hash_password, needs_rehash, passwd_command
+from geomail import passwords, throttle
 from geomail.config import Limits, UserConfig
 from geomail.log import JSONFormatter, KeyValueFormatter
+from geomail.login import Authenticator, AuthResult
+from geomail.passwords import hash_password, needs_rehash, passwd_command
 from geomail.userdb import UserDB
 from tests.support.tools import program
 
@@ -81,7 +82,7 @@ def counted_verify(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         real_sleep(0.002)
         return password == "right"
 
-    monkeypatch.setattr(auth, "_verify", fake_verify)
+    monkeypatch.setattr(passwords, "verify", fake_verify)
     return calls
 
 
@@ -159,7 +160,7 @@ def test_verify_runs_in_threadpool_and_hub_keeps_ticking() -> None:
     gevent.sleep(0.01) loop keeps running (DESIGN rule 2, nothing blocking on the hub)."""
     authenticator = Authenticator(make_userdb(), Limits(max_auth_failures=100), max_parallel=1)
     threads: set[int] = set()
-    original = auth._verify
+    original = passwords.verify
 
     def recording_verify(stored: str, password: str | bytes) -> bool:
         threads.add(real_get_ident())
@@ -177,7 +178,7 @@ def test_verify_runs_in_threadpool_and_hub_keeps_ticking() -> None:
     ticking = gevent.spawn(ticker)
     gevent.sleep(0)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(auth, "_verify", recording_verify)
+        mp.setattr(passwords, "verify", recording_verify)
         logins = [gevent.spawn(authenticator.authenticate, "alice@example.com", PASSWORD,
                                f"192.0.2.{i}") for i in range(10)]
         gevent.joinall(logins, raise_error=True)
@@ -301,7 +302,7 @@ def test_parallel_logins_from_one_ip_all_succeed(
 def test_throttle_table_is_bounded(clock: FakeClock, counted_verify: list[str],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-IP table never exceeds max_tracked entries, and idle entries are pruned."""
-    monkeypatch.setattr(auth, "_PRUNE_EVERY", 50)
+    monkeypatch.setattr(throttle, "_PRUNE_EVERY", 50)
     authenticator = Authenticator(make_userdb(), Limits(max_auth_failures=3,
                                                         auth_block_time=60.0),
                                   clock=clock, max_tracked=100)
@@ -472,7 +473,7 @@ def test_passwd_rejects_empty(piped: str) -> None:
 
 def test_passwd_piped_subprocess_and_hash_logs_in() -> None:
     """`geomail passwd` with a real pipe prints a hash the Authenticator accepts."""
-    code = "import sys; from geomail.auth import passwd_command; sys.exit(passwd_command())"
+    code = "import sys; from geomail.passwords import passwd_command; sys.exit(passwd_command())"
     proc = subprocess.run([sys.executable, "-c", code], input=b"p1ped secret\n",
                           capture_output=True, timeout=60, check=True)
     password_hash = proc.stdout.decode().strip()
@@ -501,7 +502,7 @@ def _read_until(fd: int, wanted: bytes, deadline: float) -> bytes:
 
 def run_passwd_on_pty(*typed: bytes) -> tuple[int, bytes]:
     """Run `geomail passwd` on a pseudo-terminal, answering each prompt with ``typed``."""
-    code = "import sys; from geomail.auth import passwd_command; sys.exit(passwd_command())"
+    code = "import sys; from geomail.passwords import passwd_command; sys.exit(passwd_command())"
     pid, fd = pty.fork()
     if pid == 0:  # child: the pty is its controlling terminal, so getpass uses it
         os.execv(sys.executable, [sys.executable, "-c", code])

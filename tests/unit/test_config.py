@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from geomail.address import normalize_address, normalize_domain
 from geomail.config import (
     Config,
     Limits,
@@ -16,8 +17,6 @@ from geomail.config import (
     SmarthostConfig,
     check_files,
     load_config,
-    normalize_address,
-    normalize_domain,
     parse_config,
     parse_duration,
     parse_hostport,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from geomail.auth import Authenticator
 from geomail.clientnet import client_network
 from geomail.config import ConfigError, Limits, UserConfig, parse_config
+from geomail.login import Authenticator
 from geomail.server.listener import ConnectionBudget, ConnectionTracker, Refusal
 from geomail.userdb import UserDB
 

@@ -1,11 +1,12 @@
 """Domain normalisation is IDNA 2008 with the UTS 46 mapping (issue 10 item 15): one function,
-``geomail.config.normalize_domain``, for config, routing, MX lookup and the wire."""
+``geomail.address.normalize_domain``, for config, routing, MX lookup and the wire."""
 
 from __future__ import annotations
 
 import pytest
 
-from geomail.config import ConfigError, normalize_address, normalize_domain, parse_config
+from geomail.address import normalize_address, normalize_domain
+from geomail.config import ConfigError, parse_config
 from geomail.routing import Router
 
 

@@ -23,7 +23,8 @@ from geomail.errors import MailboxBusy, StoreError
 from geomail.safeio import DirSyncer, fsync_dir, run_blocking, run_reading
 from geomail.spool import BytesBody, Spool
 from geomail.store import _common, maildir
-from geomail.store.base import Copy, open_store
+from geomail.store.base import Copy
+from geomail.store.factory import open_store
 from geomail.store.maildir import MaildirStore
 from tests.support.privileges import owned_tempdir, unprivileged
 

@@ -24,7 +24,8 @@ from geomail.errors import MailboxBusy, StoreError
 from geomail.safeio import run_blocking
 from geomail.spool import BytesBody, Spool
 from geomail.store import _common, _mboxrd, mbox
-from geomail.store.base import Copy, open_store
+from geomail.store.base import Copy
+from geomail.store.factory import open_store
 from geomail.store.mbox import MboxStore
 
 real_sleep = get_original("time", "sleep")

@@ -62,7 +62,7 @@ def test_from_config() -> None:
         "users": {"Alice@Example.com": {"password": USERS["alice@example.com"].password_hash},
                   "bob@example.com": None},
     })
-    db = UserDB.from_config(config)
+    db = UserDB(config.users)
     alice = db.lookup("ALICE@example.com")
     assert alice is not None and alice.address == "alice@example.com"
     assert alice.password_hash == USERS["alice@example.com"].password_hash

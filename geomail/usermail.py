@@ -10,9 +10,8 @@ import logging
 import re
 from email.parser import BytesHeaderParser, HeaderParser
 
-from geomail.config import normalize_domain
+from geomail.address import domain_of, normalize_domain
 from geomail.dkim import DKIMError, DKIMSigner
-from geomail.envelope import domain_of
 from geomail.log import event
 from geomail.safeio import run_blocking
 from geomail.spool import Spool

@@ -1,53 +1,31 @@
-"""SMTP policy: who may send to whom, logins, and handing accepted mail to the store or queue."""
+"""SMTP policy of every listener: who may send to whom, logins, the checks and fix-ups of mail
+our own users send, and the reply once ``dispatch`` has made an accepted message durable."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from geomail import headers, maillog, submission
-from geomail.config import Config, normalize_domain
+from geomail import dispatch, maillog, usermail
+from geomail.address import domain_part, normalize_domain
+from geomail.config import Config
+from geomail.dispatch import Enqueuer
 from geomail.dkim import DKIMSigner
-from geomail.envelope import Body, Envelope
+from geomail.envelope import Envelope
 from geomail.errors import StoreError
 from geomail.ids import new_id
 from geomail.log import event
+from geomail.login import LoginChecker
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
-from geomail.proto.smtp_policy import BodySink, SessionInfo
-from geomail.routing import Resolution, Router
+from geomail.proto.smtp_types import BodySink, SessionInfo
+from geomail.routing import Router
 from geomail.spool import MemoryBudget, Spool
-from geomail.store.base import Copy, MessageStore
+from geomail.store.base import MessageStore
 
 log = logging.getLogger(__name__)
-
-
-class AuthOutcome(Protocol):
-    """What an authenticator says about one login attempt."""
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def user(self) -> str | None: ...
-
-    @property
-    def blocked(self) -> bool: ...
-
-
-class Authenticator(Protocol):
-    def authenticate(self, username: str, password: str, client_ip: str) -> AuthOutcome: ...
-
-
-class Enqueuer(Protocol):
-    """The outbound queue as inbound sees it."""
-
-    def put(self, sender: str, recipients: Sequence[tuple[str, str | None]], body: Body,
-            prefix: bytes = b"", *, item_id: str | None = None) -> str: ...
 
 
 @dataclass(slots=True)
@@ -56,12 +34,12 @@ class Services:
 
     router: Router
     store: MessageStore
-    authenticator: Authenticator | None = None
+    authenticator: LoginChecker | None = None
     queue: Enqueuer | None = None
     dkim: DKIMSigner | None = None
 
 
-class InboundPolicy:
+class SMTPPolicy:
     """Implements ``proto.smtp.SMTPHandler`` for every SMTP listener."""
 
     def __init__(self, config: Config, services: Services, spool_dir: str) -> None:
@@ -98,7 +76,7 @@ class InboundPolicy:
         elif resolution is None:
             refusal = R.R550_NO_SUCH_USER
         elif resolution.remote:
-            local_domain = router.is_local_domain(router.canonical(address).rpartition("@")[2])
+            local_domain = router.is_local_domain(domain_part(router.canonical(address)))
             if not local_domain and not self._may_relay(info):
                 refusal = R.R554_RELAY_DENIED
             elif self.services.queue is None:
@@ -146,44 +124,30 @@ class InboundPolicy:
     def _accept(self, info: SessionInfo, envelope: Envelope, body: Spool) -> Reply:
         msgid = new_id()
         sender = envelope.sender or ""
-        router = self.services.router
-        local: dict[str, str] = {}  # mailbox -> the recipient that led there
-        remote: dict[str, str | None] = {}
-        for recipient in envelope.recipients:
-            resolution = router.resolve(recipient) or Resolution()
-            for mailbox in resolution.mailboxes:
-                local.setdefault(mailbox, recipient)
-            for address in resolution.remote:
-                remote.setdefault(address, recipient if address != recipient else None)
-        protocol = info.protocol(envelope.smtputf8)
+        targets = dispatch.resolve(self.services.router, envelope.recipients)
         own_mail = bool(info.auth_user) or self._trusted_client(info)
         try:
-            head = submission.header_section(body) if own_mail else b""
+            head = usermail.header_section(body) if own_mail else b""
             if info.auth_user:
                 refusal = self._check_authors(info.auth_user, sender, head)
                 if refusal is not None:
                     maillog.rejected(info.session_id, info.peer_ip, "data", str(refusal),
                                      sender=sender, user=info.auth_user)
                     return refusal
-            added, signature = (self._submission_fields(sender, head, body, bool(remote))
+            added, signature = (self._submission_fields(sender, head, body,
+                                                           bool(targets.remote))
                                 if own_mail else (b"", b""))
-            if remote:
+            if targets.remote:
                 route = "queue"
                 queue = self.services.queue
                 if queue is None:
                     return _R451_NO_QUEUE
-                received = headers.received(
-                    helo=info.helo, client_ip=info.peer_ip, hostname=self.config.hostname,
-                    protocol=protocol, msgid=msgid, tls=info.tls,
-                    recipient=envelope.recipients[0] if len(envelope.recipients) == 1 else None)
-                targets = [(m, r if r != m else None) for m, r in local.items()]
-                queue.put(sender, targets + list(remote.items()), body,
-                          received + signature + added, item_id=msgid)
+                dispatch.to_queue(queue, self.config.hostname, info, envelope, msgid, targets,
+                                  body, signature + added)
             else:
                 route = "local"
-                copies = [self._local_copy(info, protocol, msgid, sender, mailbox, recipient,
-                                           added) for mailbox, recipient in local.items()]
-                self.services.store.deliver(copies, body)
+                dispatch.to_store(self.services.store, self.config.hostname, info, envelope,
+                                  msgid, targets, body, added)
         except StoreError as exc:
             event(log, logging.ERROR, "store-failed", session=info.session_id, id=msgid,
                   error=str(exc))
@@ -201,12 +165,12 @@ class InboundPolicy:
         address (RFC 5322 3.6.2) must be one ``user`` may use as MAIL FROM (``Router.owns``);
         a bare local part counts as one at the envelope sender's domain. No From at all is
         left alone: it claims nobody, and DKIM then signs for the (checked) envelope sender."""
-        if len(head) >= submission.HEADER_SCAN:
+        if len(head) >= usermail.HEADER_SCAN:
             return _R553_HEADER_TOO_LONG
-        authors = submission.author_addresses(head)
+        authors = usermail.author_addresses(head)
         if authors is None:
             return _R553_BAD_AUTHOR_FIELD
-        domain = (sender or user).rpartition("@")[2]
+        domain = domain_part(sender or user)
         router = self.services.router
         for address in authors:
             if not router.owns(user, address if "@" in address else f"{address}@{domain}"):
@@ -217,26 +181,14 @@ class InboundPolicy:
                            leaves: bool) -> tuple[bytes, bytes]:
         """For mail our own users send (logged in, or from a trusted network): the Date and
         Message-ID it lacks, and a DKIM signature when it leaves for other domains."""
-        added = submission.missing_fields(head, self.config.hostname)
+        added = usermail.missing_fields(head, self.config.hostname)
         signer = self.services.dkim
         if not leaves or signer is None:
             return added, b""
-        domain = submission.signing_domain(head, sender, signer)
+        domain = usermail.signing_domain(head, sender, signer)
         if domain is None:
             return added, b""
-        return added, submission.dkim_signature(signer, domain, added, body)
-
-    def _local_copy(self, info: SessionInfo, protocol: str, msgid: str, sender: str,
-                    mailbox: str, recipient: str, added: bytes = b"") -> Copy:
-        prefix = b"".join((
-            headers.return_path(sender),
-            headers.delivered_to(mailbox),
-            headers.received(helo=info.helo, client_ip=info.peer_ip,
-                             hostname=self.config.hostname, protocol=protocol, msgid=msgid,
-                             tls=info.tls, recipient=recipient),
-            added,
-        ))
-        return Copy(mailbox, prefix)
+        return added, usermail.dkim_signature(signer, domain, added, body)
 
 
 _R451_NO_QUEUE = Reply(451, "4.3.0", "Outbound delivery is not available on this server")
@@ -254,7 +206,7 @@ _R553_BAD_SENDER_DOMAIN = Reply(553, "5.1.8", "Sender domain is not a valid IDNA
 def _valid_domain(address: str) -> bool:
     """False when the domain of ``address`` is an internationalised name that IDNA 2008
     refuses (ASCII names and address literals are judged elsewhere)."""
-    domain = address.rpartition("@")[2]
+    domain = domain_part(address)
     if domain.isascii():
         return True
     try:

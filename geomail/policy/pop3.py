@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from geomail.errors import MailboxBusy, StoreError
-from geomail.inbound import Authenticator
 from geomail.log import event
+from geomail.login import LoginChecker
 from geomail.proto.pop3 import LoginRefused, MailboxInUse, MaildropUnavailable
 from geomail.proto.sasl import Credentials
 from geomail.store.base import Maildrop, MessageStore
@@ -14,10 +14,10 @@ from geomail.store.base import Maildrop, MessageStore
 log = logging.getLogger(__name__)
 
 
-class MailAccess:
+class POP3Policy:
     """Implements ``proto.pop3.POP3Handler`` over the authenticator and the store."""
 
-    def __init__(self, authenticator: Authenticator, store: MessageStore) -> None:
+    def __init__(self, authenticator: LoginChecker, store: MessageStore) -> None:
         self.authenticator = authenticator
         self.store = store
 
