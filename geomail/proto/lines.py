@@ -60,5 +60,11 @@ class LineBuffer:
         """Put bytes back in front of the buffer (what a body reader did not consume)."""
         self._buf = data + self._buf
 
+    def injected_before_tls(self) -> bool:
+        """Bytes already buffered as the server is about to start TLS: plaintext pipelined
+        after STARTTLS/STLS (by the client or by someone in the middle) must never be taken
+        as if it had come over TLS (CVE-2011-0411; RFC 3207 4.2, RFC 2595 4)."""
+        return bool(self._buf)
+
     def __len__(self) -> int:
         return len(self._buf)

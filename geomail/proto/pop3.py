@@ -175,7 +175,7 @@ class POP3Session:
             self._handle_line(line, out)
             if self._starttls:
                 self._starttls = False
-                if len(self._lines):  # RFC 2595 / CVE-2011-0411: no plaintext after STLS
+                if self._lines.injected_before_tls():
                     out[-1] = Send(_err("Commands pipelined after STLS"))
                     self._close(out)
                 else:

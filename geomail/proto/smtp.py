@@ -149,7 +149,7 @@ class SMTPSession:
                 self._handle_line(line, out)
                 if self._starttls:
                     self._starttls = False
-                    if len(self._lines):  # CVE-2011-0411: plaintext injected before the upgrade
+                    if self._lines.injected_before_tls():
                         out[-1] = R.R554_TLS_PIPELINED
                         self._close(out)
                     else:
