@@ -7,7 +7,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from geomail import dispatch, maillog, usermail
+from geomail import dispatch, usermail
 from geomail.address import domain_part, normalize_domain
 from geomail.config import Config
 from geomail.dispatch import Enqueuer
@@ -17,10 +17,11 @@ from geomail.errors import StoreError
 from geomail.ids import new_id
 from geomail.log import event
 from geomail.login import LoginChecker
+from geomail.maillog import MailLog
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
-from geomail.proto.smtp_types import BodySink, SessionInfo
+from geomail.proto.smtp_types import SessionInfo
 from geomail.routing import Router
 from geomail.spool import MemoryBudget, Spool
 from geomail.store.base import MessageStore
@@ -40,16 +41,19 @@ class Services:
 
 
 class SMTPPolicy:
-    """Implements ``proto.smtp.SMTPHandler`` for every SMTP listener."""
+    """What the SMTP shell (``server.smtp_conn.SMTPHandler``) asks, for every SMTP listener;
+    the shell runs each call under ``limits.policy_timeout``."""
 
-    def __init__(self, config: Config, services: Services, spool_dir: str) -> None:
+    def __init__(self, config: Config, services: Services, spool_dir: str,
+                 maillog: MailLog | None = None) -> None:
         self.config = config
         self.services = services
+        self.maillog = maillog or MailLog()  # the App's
         self._spool_dir = spool_dir
         self._spool_budget = MemoryBudget(config.limits.spool_memory)
         self._trusted = config.relay.allow_networks
 
-    # ---- SMTPHandler -----------------------------------------------------------------------
+    # ---- the shell's questions --------------------------------------------------------------
 
     def check_sender(self, info: SessionInfo, envelope: Envelope) -> Reply | None:
         """Authenticated users send only as their own addresses (RFC 6409 6.1)."""
@@ -61,7 +65,8 @@ class SMTPPolicy:
         elif user and sender and not self.services.router.owns(user, sender):
             refusal = R.R553_NOT_YOUR_ADDRESS
         if refusal is not None:
-            maillog.rejected(info.session_id, info.peer_ip, "mail", str(refusal), sender=sender)
+            self.maillog.rejected(info.session_id, info.peer_ip, "mail", str(refusal),
+                                  sender=sender)
         return refusal
 
     def check_recipient(self, info: SessionInfo, envelope: Envelope, address: str) -> Reply | None:
@@ -82,8 +87,8 @@ class SMTPPolicy:
             elif self.services.queue is None:
                 refusal = _R451_NO_QUEUE
         if refusal is not None:
-            maillog.rejected(info.session_id, info.peer_ip, "rcpt", str(refusal),
-                             sender=envelope.sender, recipient=address)
+            self.maillog.rejected(info.session_id, info.peer_ip, "rcpt", str(refusal),
+                                  sender=envelope.sender, recipient=address)
         return refusal
 
     def _may_relay(self, info: SessionInfo) -> bool:
@@ -108,11 +113,11 @@ class SMTPPolicy:
         return R.R454_AUTH_BLOCKED if outcome.blocked else R.R535_AUTH_FAILED
 
     def open_body(self, info: SessionInfo, envelope: Envelope) -> Spool:
+        """The body of a message about to be received (no I/O until it grows)."""
         return Spool(self._spool_dir, budget=self._spool_budget)
 
-    def accept_message(self, info: SessionInfo, envelope: Envelope, body: BodySink) -> Reply:
+    def accept_message(self, info: SessionInfo, envelope: Envelope, body: Spool) -> Reply:
         """Deliver or queue durably, then 250; 451 if anything could not be made durable."""
-        assert isinstance(body, Spool)  # open_body made it
         try:
             body.finish()
             return self._accept(info, envelope, body)
@@ -131,8 +136,8 @@ class SMTPPolicy:
             if info.auth_user:
                 refusal = self._check_authors(info.auth_user, sender, head)
                 if refusal is not None:
-                    maillog.rejected(info.session_id, info.peer_ip, "data", str(refusal),
-                                     sender=sender, user=info.auth_user)
+                    self.maillog.rejected(info.session_id, info.peer_ip, "data",
+                                          str(refusal), sender=sender, user=info.auth_user)
                     return refusal
             added, signature = (self._submission_fields(sender, head, body,
                                                            bool(targets.remote))
@@ -156,8 +161,8 @@ class SMTPPolicy:
             event(log, logging.ERROR, "write-failed", session=info.session_id, id=msgid,
                   error=str(exc))
             return R.R451_LOCAL_ERROR
-        maillog.accepted(msgid, info.session_id, info.peer_ip, sender, envelope.recipients,
-                         body.crlf_size, route, user=info.auth_user)
+        self.maillog.accepted(msgid, info.session_id, info.peer_ip, sender,
+                              envelope.recipients, body.crlf_size, route, user=info.auth_user)
         return Reply(250, "2.0.0", f"Ok: queued as {msgid}")
 
     def _check_authors(self, user: str, sender: str, head: bytes) -> Reply | None:

@@ -8,8 +8,28 @@ state machine.
 | STLS               | ok (once, before login) | -ERR                     |
 | STAT LIST RETR DELE NOOP RSET TOP UIDL | -ERR | ok                      |
 
-Message content is not read here: RETR and TOP emit ``SendMessage`` and the connection shell
-streams it from the maildrop. Deletions are only marks until QUIT (UPDATE state, RFC 1939 6).
+The session never calls out: ``feed``, ``resume`` and ``answer`` return outputs for the
+connection shell to carry out, in order. Some are plain actions:
+
+- ``Send``: response lines; ``SendMessage``: RETR/TOP, the shell streams the message itself.
+- ``StartTLS`` (after ``+OK`` to STLS), ``CloseMaildrop`` (release the lock; no answer), ``Close``.
+
+Others are requests that need an answer; one is always the last output of its batch, and the
+session reads no further command until the shell passes the result to ``answer``:
+
+| request                        | sent at                        | answer                   |
+|--------------------------------|--------------------------------|--------------------------|
+| ``Authenticate(credentials)``  | PASS, AUTH PLAIN (RFC 1939 7)  | the user (a ``str``),    |
+|                                |                                | ``LoginRefused`` or      |
+|                                |                                | ``Unavailable``          |
+| ``OpenMaildrop(user)``         | a login accepted (RFC 1939 4)  | ``Listing``,             |
+|                                |                                | ``MailboxInUse`` or      |
+|                                |                                | ``Unavailable``          |
+| ``Commit(deleted, retrieved)`` | QUIT in TRANSACTION (UPDATE    | ``Committed`` or         |
+|                                | state, RFC 1939 6)             | ``Unavailable`` (-ERR)   |
+
+The session works on the ``Listing`` (sizes and UIDs) only. Deletions are only marks until
+QUIT; leaving TRANSACTION any other way emits ``CloseMaildrop`` without a ``Commit``.
 """
 
 from __future__ import annotations
@@ -53,7 +73,37 @@ class SendMessage:
     body_lines: int | None = None
 
 
-Output = Send | SendMessage | StartTLS | Close
+@dataclass(frozen=True, slots=True)
+class CloseMaildrop:
+    """Output: release the maildrop (its lock), deleting nothing more; needs no answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """Request: check a login. Answer: the canonical user, ``LoginRefused`` or ``Unavailable``."""
+
+    credentials: Credentials
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMaildrop:
+    """Request: lock and list ``user``'s mailbox. Answer: ``Listing``, ``MailboxInUse`` or
+    ``Unavailable``."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Request (UPDATE state, RFC 1939 6): remove ``deleted``, mark ``retrieved`` as seen
+    (0-based indexes of the listing). Answer: ``Committed`` or ``Unavailable``."""
+
+    deleted: frozenset[int]
+    retrieved: frozenset[int]
+
+
+Request = Authenticate | OpenMaildrop | Commit
+Output = Send | SendMessage | StartTLS | CloseMaildrop | Close | Request
 
 
 class MessageInfo(Protocol):
@@ -64,41 +114,43 @@ class MessageInfo(Protocol):
     def size(self) -> int: ...
 
 
-class POP3Maildrop(Protocol):
-    """The locked mailbox of a logged-in session (see ``store.base.Maildrop``)."""
+@dataclass(frozen=True, slots=True)
+class LoginRefused:
+    """Answer to ``Authenticate``: bad credentials; ``blocked`` when the client is throttled."""
 
-    @property
-    def messages(self) -> Sequence[MessageInfo]: ...
-
-    def commit(self, deleted: set[int], retrieved: set[int]) -> None: ...
-
-    def close(self) -> None: ...
+    blocked: bool = False
 
 
-class MailboxInUse(Exception):
-    """Raised by ``POP3Handler.open_maildrop`` when another session holds the lock."""
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Answer to ``OpenMaildrop``: the mailbox is locked; its messages, in POP3 order."""
+
+    messages: Sequence[MessageInfo]
 
 
-class MaildropUnavailable(Exception):
-    """Raised by ``POP3Handler.open_maildrop`` when the mailbox cannot be read (a disk fault)."""
+@dataclass(frozen=True, slots=True)
+class MailboxInUse:
+    """Answer to ``OpenMaildrop``: another session holds the lock."""
 
 
-class LoginRefused(Exception):
-    """Raised by ``POP3Handler.authenticate``; ``blocked`` when the client is throttled."""
-
-    def __init__(self, blocked: bool = False) -> None:
-        super().__init__("blocked" if blocked else "invalid credentials")
-        self.blocked = blocked
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Answer to ``Commit``: every deletion is durable."""
 
 
-class POP3Handler(Protocol):
-    """Policy hooks; they run in the connection's greenlet and may block cooperatively."""
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Answer to any request: no answer now (a store fault, or the shell's deadline passed)."""
 
-    def authenticate(self, client_ip: str, credentials: Credentials) -> str:
-        """The canonical user, or raise LoginRefused."""
+    reason: str = ""
 
-    def open_maildrop(self, user: str) -> POP3Maildrop:
-        """Lock and snapshot the user's mailbox, or raise MailboxInUse / MaildropUnavailable."""
+
+Answer = str | LoginRefused | Listing | MailboxInUse | Committed | Unavailable
+_ANSWERS: dict[type[Request], tuple[type, ...]] = {
+    Authenticate: (str, LoginRefused, Unavailable),
+    OpenMaildrop: (Listing, MailboxInUse, Unavailable),
+    Commit: (Committed, Unavailable),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +176,16 @@ def _err(text: str) -> bytes:
 
 
 class POP3Session:
-    """One POP3 conversation: ``feed(bytes)`` returns the outputs to carry out, in order."""
+    """One POP3 conversation: ``feed(bytes)`` returns the outputs to carry out, in order;
+    a request among them is answered with ``answer(result)`` (see the module docstring)."""
 
-    def __init__(self, handler: POP3Handler, client_ip: str, settings: POP3Settings,
-                 tls_active: bool = False) -> None:
-        self.handler = handler
-        self.client_ip = client_ip
+    def __init__(self, settings: POP3Settings, tls_active: bool = False) -> None:
         self.settings = settings
         self.tls_active = tls_active
         self.state = State.AUTHORIZATION
         self.user: str | None = None
-        self.maildrop: POP3Maildrop | None = None
+        self.pending: Request | None = None  # the request waiting for ``answer``
+        self._eof = False
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()
         self._retrieved: set[int] = set()
@@ -144,31 +195,32 @@ class POP3Session:
         self._bad_commands = 0
         self._auth_failures = 0
         self._starttls = False
-        self.commit_error: Exception | None = None
 
     def greeting(self) -> bytes:
         """RFC 1939 4; no APOP timestamp, since APOP is not offered."""
         return _ok(f"{IMPLEMENTATION} POP3 server ready")
 
     def feed(self, data: bytes) -> list[Output]:
-        """Take received bytes (``b""`` at end of stream); return what to send and do."""
+        """Take received bytes (``b""`` at end of stream); return what to send and do. While a
+        request waits for its answer the bytes are only buffered."""
         if self.state is State.CLOSED:
             return []
         if not data:
-            self.abort()
-            return [Close()]
-        self._lines.feed(data)
-        return self.resume()
+            self._eof = True
+        else:
+            self._lines.feed(data)
+        return [] if self.pending is not None else self.resume()
 
     def resume(self) -> list[Output]:
-        """Answer the commands already buffered; ``feed`` calls it, and the shell again after
-        carrying out a ``SendMessage``, until it returns nothing.
+        """Answer the commands already buffered; ``feed`` and ``answer`` call it, and the shell
+        again after carrying out a ``SendMessage``, until it returns nothing.
 
-        It stops after each ``SendMessage``: the message must be streamed before a pipelined
-        command that follows (QUIT's commit above all) changes the maildrop.
+        It stops after each ``SendMessage``, since the message must be streamed before a
+        pipelined command that follows (QUIT's commit above all) changes the maildrop, and after
+        each request, since what follows depends on the answer.
         """
         out: list[Output] = []
-        while self.state is not State.CLOSED:
+        while self.state is not State.CLOSED and self.pending is None:
             line = self._lines.next_line()
             if line is None:
                 break
@@ -180,9 +232,29 @@ class POP3Session:
                     self._close(out)
                 else:
                     out.append(StartTLS())
-                break
+                return out
             if out and isinstance(out[-1], SendMessage):
-                break
+                return out
+        if self._eof and self.pending is None and self.state is not State.CLOSED:
+            self._close(out)  # the client went away without QUIT: nothing is deleted
+        return out
+
+    def answer(self, result: Answer) -> list[Output]:
+        """The shell's answer to ``pending``; returns the outputs that follow, like ``feed``."""
+        request = self.pending
+        if request is None or not isinstance(result, _ANSWERS[type(request)]):
+            raise ValueError(f"{result!r} does not answer {request!r}")
+        self.pending = None
+        out: list[Output] = []
+        if isinstance(request, Authenticate):
+            out.append(self._authenticated(result))
+        elif isinstance(request, OpenMaildrop):
+            out.append(Send(self._opened(request.user, result)))
+        else:
+            out += self._committed(result)
+        if isinstance(out[-1], Send):
+            self._close_if_done(out)
+            out += self.resume()
         return out
 
     def tls_started(self) -> None:
@@ -191,11 +263,9 @@ class POP3Session:
         self._username = None
 
     def abort(self) -> None:
-        """The connection is going away without QUIT: release the lock, delete nothing."""
-        if self.maildrop is not None:
-            self.maildrop.close()
-            self.maildrop = None
+        """The connection is going away without QUIT; the shell releases the maildrop itself."""
         self.state = State.CLOSED
+        self.pending = None
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -207,8 +277,8 @@ class POP3Session:
             return
         text = line.decode("utf-8", "replace")
         if self._sasl is not None:
-            out.append(Send(self._auth_result(self._sasl.step(text))))
-            self._close_if_done(out)
+            result = self._auth_result(self._sasl.step(text))
+            out.extend([Send(result)] if isinstance(result, bytes) else result)
             return
         if len(line) + 2 > MAX_COMMAND and not text[:5].upper().startswith(("AUTH ", "PASS ")):
             self._error("Line too long", out)
@@ -239,6 +309,8 @@ class POP3Session:
             self._close(out)
 
     def _close(self, out: list[Output]) -> None:
+        if self.state is State.TRANSACTION:
+            out.append(CloseMaildrop())
         self.abort()
         out.append(Close())
 
@@ -278,7 +350,7 @@ class POP3Session:
         self._username = arg.strip()
         return _ok("Send PASS")
 
-    def cmd_PASS(self, arg: str) -> bytes:
+    def cmd_PASS(self, arg: str) -> bytes | list[Output]:
         """RFC 1939 7: the password is the rest of the line, spaces included."""
         if not self._login_allowed:
             return _err("[AUTH] Plaintext login is disabled; use STLS first")
@@ -287,7 +359,7 @@ class POP3Session:
         username, self._username = self._username, None
         return self._login(Credentials(username, arg))
 
-    def cmd_AUTH(self, arg: str) -> bytes:
+    def cmd_AUTH(self, arg: str) -> bytes | list[Output]:
         """RFC 5034 4 (SASL PLAIN, optionally with an initial response)."""
         if not self._login_allowed:
             return _err("[AUTH] Plaintext login is disabled; use STLS first")
@@ -299,7 +371,7 @@ class POP3Session:
         self._sasl = SASLExchange("PLAIN")
         return self._auth_result(self._sasl.start(initial or None))
 
-    def _auth_result(self, result: str | Credentials | SASLError) -> bytes:
+    def _auth_result(self, result: str | Credentials | SASLError) -> bytes | list[Output]:
         if isinstance(result, str):
             return f"+ {encode_challenge(result)}\r\n".encode()
         self._sasl = None
@@ -309,23 +381,32 @@ class POP3Session:
             return _err("Malformed authentication data")
         return self._login(result)
 
-    def _login(self, credentials: Credentials) -> bytes:
-        try:
-            user = self.handler.authenticate(self.client_ip, credentials)
-        except LoginRefused as refused:
-            self._auth_failures += 1
-            if refused.blocked or self._auth_failures >= MAX_AUTH_FAILURES_PER_CONNECTION:
-                self.abort()
-                return _err("[SYS/TEMP] Too many failed logins, try again later")
-            return _err("[AUTH] Invalid username or password")
-        try:
-            self.maildrop = self.handler.open_maildrop(user)
-        except MailboxInUse:
+    def _login(self, credentials: Credentials) -> list[Output]:
+        self.pending = Authenticate(credentials)
+        return [self.pending]
+
+    def _authenticated(self, result: Answer) -> Output:
+        """The answer to ``Authenticate``: open the maildrop (RFC 1939 4) or refuse."""
+        if isinstance(result, str):
+            self.pending = OpenMaildrop(result)
+            return self.pending
+        if isinstance(result, Unavailable):  # RFC 3206 4: the client may try again later
+            return Send(_err("[SYS/TEMP] Login temporarily unavailable"))
+        self._auth_failures += 1
+        if (isinstance(result, LoginRefused) and result.blocked) \
+                or self._auth_failures >= MAX_AUTH_FAILURES_PER_CONNECTION:
+            self.abort()
+            return Send(_err("[SYS/TEMP] Too many failed logins, try again later"))
+        return Send(_err("[AUTH] Invalid username or password"))
+
+    def _opened(self, user: str, result: Answer) -> bytes:
+        """The answer to ``OpenMaildrop``: TRANSACTION on the listing, or stay in AUTHORIZATION."""
+        if isinstance(result, MailboxInUse):
             return _err("[IN-USE] Mailbox is open in another session")
-        except MaildropUnavailable:  # RFC 3206 4: the client may try again later
+        if not isinstance(result, Listing):  # RFC 3206 4: the client may try again later
             return _err("[SYS/TEMP] Mailbox temporarily unavailable")
         self.user = user
-        self._messages = list(self.maildrop.messages)
+        self._messages = list(result.messages)
         self.state = State.TRANSACTION
         count, size = self._totals()
         return _ok(f"Logged in, {count} messages ({size} octets)")
@@ -334,19 +415,23 @@ class POP3Session:
         """RFC 1939 7: APOP needs the plain-text password on the server; not offered."""
         return _err("APOP is not supported")
 
-    def cmd_QUIT(self, arg: str) -> bytes:
+    def cmd_QUIT(self, arg: str) -> bytes | list[Output]:
         """RFC 1939 5 (AUTHORIZATION) and 6 (UPDATE): deletions take effect only here."""
-        if self.maildrop is None:
+        if self.state is State.AUTHORIZATION:
             self.state = State.CLOSED
             return _ok("Bye")
-        try:
-            self.maildrop.commit(set(self._deleted), set(self._retrieved))
+        self.pending = Commit(frozenset(self._deleted), frozenset(self._retrieved))
+        return [self.pending]
+
+    def _committed(self, result: Answer) -> list[Output]:
+        """The answer to ``Commit``: release the maildrop, then say goodbye (RFC 1939 6: -ERR
+        when some deletions were not made)."""
+        if isinstance(result, Committed):
             reply = _ok(f"Bye, {len(self._deleted)} messages deleted")
-        except Exception as exc:  # reported by the shell; the client only learns it failed
-            self.commit_error = exc
+        else:
             reply = _err("[SYS/TEMP] Some deleted messages were not removed")
         self.abort()
-        return reply
+        return [CloseMaildrop(), Send(reply), Close()]
 
     # ---- TRANSACTION ------------------------------------------------------------------------
 

@@ -1,4 +1,21 @@
-"""The SMTP server session (RFC 5321) as a sans-IO state machine: bytes in, replies out.
+"""The SMTP server session (RFC 5321) as a sans-IO state machine: bytes in, outputs out.
+
+The session never calls anything (h11's shape). ``feed(bytes)`` returns outputs in order:
+actions for the shell (``Reply`` to send, ``StartTLS``, ``Delay``, ``Close``), notices about
+the message being received (``MessageStart``: open a body; ``MessageData``: append LF-normalised
+content; ``MessageAborted``: discard it) and at most one request, always last:
+
+| request             | emitted when                              | answer                     |
+|---------------------|-------------------------------------------|----------------------------|
+| ``CheckSender``     | MAIL passed the syntax and size checks    | None, or the refusal Reply |
+| ``CheckRecipient``  | RCPT passed the syntax and count checks   | None, or the refusal Reply |
+| ``Authenticate``    | a SASL exchange yielded credentials       | the user, or a Reply       |
+| ``MessageComplete`` | DATA's final dot or BDAT LAST, loop-free  | the Reply (250 if durable) |
+
+While a request is unanswered the session reads nothing more (pipelined input stays buffered);
+``answer(result)`` returns the reply and whatever the buffered input then produces. Each
+``MessageStart`` (at DATA, or at a transaction's first BDAT chunk) is followed by its content
+and then exactly one ``MessageComplete`` or ``MessageAborted``.
 
 What each verb may do in each state (anything else gets 503 5.5.1):
 
@@ -30,7 +47,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import logging
 from collections.abc import Callable
 
 from geomail.envelope import Envelope
@@ -48,17 +64,27 @@ from geomail.proto.sasl import (
     encode_challenge,
 )
 from geomail.proto.smtp_args import ArgumentError, parse_path_argument
-from geomail.proto.smtp_types import BodySink, SessionInfo, SMTPHandler, SMTPSettings
+from geomail.proto.smtp_types import (
+    Answer,
+    Authenticate,
+    CheckRecipient,
+    CheckSender,
+    MessageAborted,
+    MessageComplete,
+    MessageData,
+    MessageStart,
+    Request,
+    SessionInfo,
+    SMTPSettings,
+)
 
-log = logging.getLogger(__name__)
-
-Output = Reply | StartTLS | Close | Delay
+Output = Reply | StartTLS | Close | Delay | Request | MessageStart | MessageData | MessageAborted
+MESSAGE_ABORTED = MessageAborted()
 
 # RFC 1870 4, RFC 4954 5, RFC 6152, RFC 6531: room MAIL parameters may add to the 512 octets.
 PARAMETER_ALLOWANCE = 550
 HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE"})
 MAX_AUTH_FAILURES_PER_CONNECTION = 3
-SUBMISSION_KINDS = ("submission", "submissions")
 # Commands that make no progress towards a message (Postfix's junk commands, plus HELO/EHLO).
 JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "HELP", "EXPN", "HELO", "EHLO"})
 
@@ -81,21 +107,19 @@ class SMTPSession:
 
     # Thousands of idle sessions stay in memory: no per-instance __dict__.
     __slots__ = ("_auth_failures", "_bad_commands", "_bdat_last", "_bdat_left", "_bdat_refusal",
-                 "_body", "_chunks", "_data", "_errors", "_hops", "_junk", "_lines", "_may_auth",
-                 "_resume_state", "_sasl", "_starttls", "_trace", "accepted", "envelope",
-                 "handler", "info", "settings", "state", "too_many_errors")
+                 "_body_open", "_chunks", "_data", "_errors", "_hops", "_junk", "_lines", "_out",
+                 "_pending", "_resume_state", "_sasl", "_starttls", "_trace", "accepted",
+                 "envelope", "info", "settings", "state", "too_many_errors")
 
-    def __init__(self, handler: SMTPHandler, info: SessionInfo, settings: SMTPSettings,
+    def __init__(self, info: SessionInfo, settings: SMTPSettings,
                  trace: Callable[[str, str], None] | None = None) -> None:
-        self.handler = handler
         self.info = info
         self.settings = settings
         self.state = State.INITIAL
         self.envelope = Envelope()
         self._trace = trace
-        self._may_auth = info.listener in SUBMISSION_KINDS
         limit = settings.max_command_length + PARAMETER_ALLOWANCE
-        if self._may_auth:
+        if settings.auth_offered:
             limit = max(limit, MAX_RESPONSE + 2)
         self._lines = LineBuffer(limit)
         self._bad_commands = 0  # protocol errors, for max_bad_commands
@@ -103,7 +127,9 @@ class SMTPSession:
         self._junk = 0  # junk commands since the last accepted message
         self._auth_failures = 0
         self._hops: HopCounter | None = None
-        self._body: BodySink | None = None
+        self._body_open = False  # MessageStart sent, neither MessageComplete nor Aborted yet
+        self._out: list[Output] = []  # the outputs of the feed or answer call in progress
+        self._pending: Request | None = None  # the request awaiting ``answer``
         self._data: DotReader | None = None
         self._chunks: ChunkReader | None = None
         self._bdat_left = 0
@@ -126,16 +152,60 @@ class SMTPSession:
         """True while message content is expected (the data timeout applies)."""
         return self.state in (State.DATA, State.BDAT)
 
+    @property
+    def pending(self) -> Request | None:
+        """The request the shell must answer before the session reads on."""
+        return self._pending
+
     def feed(self, data: bytes) -> list[Output]:
         """Take received bytes (``b""`` for end of stream); return what to send and do."""
+        if self._pending is not None:
+            raise RuntimeError(f"feed() while {type(self._pending).__name__} is unanswered")
         if self.state is State.CLOSED:
             return []
         out: list[Output] = []
+        self._out = out
         if not data:
             self._close(out)
             return out
         self._lines.feed(data)
-        while self.state is not State.CLOSED:
+        self._run(out)
+        self._out = []  # an idle session keeps no message data alive
+        return out
+
+    def answer(self, result: Answer) -> list[Output]:
+        """The shell's answer to the pending request (see the module docstring); returns the
+        reply and the outputs of any input buffered meanwhile."""
+        request, self._pending = self._pending, None
+        out: list[Output] = []
+        self._out = out
+        if isinstance(request, MessageComplete):
+            assert isinstance(result, Reply)
+            self._respond(self._message_answered(result), out)
+        elif isinstance(request, CheckRecipient):
+            assert result is None or isinstance(result, Reply)
+            self._emit(self._recipient_answered(request.address, result), out)
+        elif isinstance(request, CheckSender):
+            assert result is None or isinstance(result, Reply)
+            self._emit(self._sender_answered(request.envelope, result), out)
+        elif isinstance(request, Authenticate):
+            assert result is not None
+            self._emit(self._auth_answered(result), out)
+        else:
+            raise RuntimeError("answer() without a pending request")
+        if self.state is not State.CLOSED:
+            self._run(out)
+        self._out = []
+        return out
+
+    def _ask(self, request: Request) -> None:
+        """Hand ``request`` to the shell; reading stops until ``answer``."""
+        self._pending = request
+        self._out.append(request)
+
+    def _run(self, out: list[Output]) -> None:
+        """Consume buffered input until it runs out, the session closes or a request waits."""
+        while self.state is not State.CLOSED and self._pending is None:
             if self.state is State.DATA:
                 if not self._read_data(out):
                     break
@@ -155,19 +225,26 @@ class SMTPSession:
                     else:
                         out.append(StartTLS())
                     break
-        return out
 
     def tls_started(self, description: str) -> None:
         """The TLS handshake completed: forget everything the client said (RFC 3207 4.2)."""
-        self.abort()
+        self._abort()
         self.info.tls = description
         self.info.helo = None
         self.info.esmtp = False
         self.info.auth_user = None
         self.state = State.INITIAL
 
-    def abort(self) -> None:
-        """Drop the transaction in progress (connection lost, timeout, shutdown)."""
+    def abort(self) -> list[Output]:
+        """Drop the transaction in progress (connection lost, timeout, shutdown); returns
+        ``[MessageAborted()]`` if a body was open."""
+        out: list[Output] = []
+        self._out = out
+        self._abort()
+        return out
+
+    def _abort(self) -> None:
+        self._pending = None
         self._reset_transaction()
         if self.state not in (State.INITIAL, State.CLOSED):
             self.state = State.READY if self.info.helo else State.INITIAL
@@ -255,7 +332,7 @@ class SMTPSession:
             self._close(out)
 
     def _close(self, out: list[Output]) -> None:
-        self.abort()
+        self._abort()
         self.state = State.CLOSED
         if not out or not isinstance(out[-1], Close):
             out.append(Close())
@@ -264,9 +341,9 @@ class SMTPSession:
         return State.READY if self.info.helo else State.INITIAL
 
     def _reset_transaction(self) -> None:
-        if self._body is not None:
-            self._body.discard()
-        self._body = None
+        if self._body_open:
+            self._body_open = False
+            self._out.append(MESSAGE_ABORTED)
         self._data = None
         self._chunks = None
         self._bdat_refusal = None
@@ -301,15 +378,16 @@ class SMTPSession:
         self.state = State.READY
 
     def _auth_allowed(self) -> bool:
-        return self._may_auth and bool(self.info.tls or self.settings.allow_plaintext_auth)
+        settings = self.settings
+        return settings.auth_offered and bool(self.info.tls or not settings.tls_required_for_auth)
 
-    def cmd_MAIL(self, arg: str) -> Reply:
+    def cmd_MAIL(self, arg: str) -> Reply | None:
         """RFC 5321 4.1.1.2, with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)."""
         if self.state is State.INITIAL:
             return R.R503_HELO_FIRST
         if self.state is not State.READY:
             return R.R503_NESTED_MAIL
-        if self._may_auth and not self.info.auth_user:  # RFC 6409 4.3
+        if self.settings.auth_required and not self.info.auth_user:  # RFC 6409 4.3
             return R.R530_AUTH_REQUIRED
         try:
             path = parse_path_argument(arg, "FROM", allow_null=True)
@@ -322,7 +400,10 @@ class SMTPSession:
                 return refusal
         if not path.address.isascii() and not envelope.smtputf8:
             return R.R553_NEEDS_SMTPUTF8
-        refusal = self.handler.check_sender(self.info, envelope)
+        self._ask(CheckSender(envelope))
+        return None
+
+    def _sender_answered(self, envelope: Envelope, refusal: Reply | None) -> Reply:
         if refusal is not None:
             return refusal
         self._reset_transaction()  # nothing of a BDAT refused before MAIL carries over
@@ -351,7 +432,7 @@ class SMTPSession:
             return R.R555_UNKNOWN_PARAMETER
         return None
 
-    def cmd_RCPT(self, arg: str) -> Reply:
+    def cmd_RCPT(self, arg: str) -> Reply | None:
         """RFC 5321 4.1.1.3."""
         if self.state not in (State.MAIL, State.RCPT):
             return R.R503_NEED_MAIL if self.state is not State.INITIAL else R.R503_HELO_FIRST
@@ -371,7 +452,10 @@ class SMTPSession:
             return R.R553_NEEDS_SMTPUTF8
         if len(self.envelope.recipients) >= self.settings.max_recipients:
             return R.R452_TOO_MANY_RECIPIENTS  # RFC 5321 4.5.3.1.10
-        refusal = self.handler.check_recipient(self.info, self.envelope, address)
+        self._ask(CheckRecipient(self.envelope, address))
+        return None
+
+    def _recipient_answered(self, address: str, refusal: Reply | None) -> Reply:
         if refusal is not None:
             return refusal
         self.envelope.recipients.append(address)
@@ -387,12 +471,16 @@ class SMTPSession:
             return R.R503_BAD_SEQUENCE.with_text("DATA cannot follow BDAT")  # RFC 3030 2
         if arg:
             return R.R501_SYNTAX.with_text("DATA takes no arguments")
-        self._body = self.handler.open_body(self.info, self.envelope)
-        self._hops = HopCounter()
+        self._start_message()
         self._data = DotReader(self._write_body, self.settings.max_message_size,
                                self.settings.max_line_length)
         self.state = State.DATA
         return R.R354_START_DATA
+
+    def _start_message(self) -> None:
+        self._body_open = True
+        self._hops = HopCounter()
+        self._out.append(MessageStart(self.envelope))
 
     def _in_bdat(self) -> bool:
         """A BDAT chunk of this transaction has been read (accepted or refused)."""
@@ -426,8 +514,7 @@ class SMTPSession:
         self._bdat_last = len(parts) == 2
         self._bdat_refusal = self._transaction_refusal() or self._bdat_refusal
         if self._bdat_refusal is None and self._chunks is None:
-            self._body = self.handler.open_body(self.info, self.envelope)
-            self._hops = HopCounter()
+            self._start_message()
             self._chunks = ChunkReader(self._write_body, self.settings.max_message_size,
                                        self.settings.max_line_length)
         self._resume_state = self.state
@@ -446,7 +533,7 @@ class SMTPSession:
 
     def cmd_QUIT(self, arg: str) -> Reply:
         """RFC 5321 4.1.1.10."""
-        self.abort()
+        self._abort()
         self.state = State.CLOSED
         return R.R221_BYE
 
@@ -478,9 +565,9 @@ class SMTPSession:
         self._starttls = True
         return R.R220_READY_TLS
 
-    def cmd_AUTH(self, arg: str) -> Reply:
+    def cmd_AUTH(self, arg: str) -> Reply | None:
         """RFC 4954 4: ``AUTH mechanism [initial-response]``."""
-        if not self._may_auth:
+        if not self.settings.auth_offered:
             return R.R502_NOT_IMPLEMENTED
         if not self._auth_allowed():
             return R.R538_ENCRYPTION_REQUIRED
@@ -496,11 +583,11 @@ class SMTPSession:
         self._sasl = SASLExchange(mechanism)
         return self._auth_result(self._sasl.start(initial or None))
 
-    def _auth_step(self, text: str) -> Reply:
+    def _auth_step(self, text: str) -> Reply | None:
         assert self._sasl is not None
         return self._auth_result(self._sasl.step(text))
 
-    def _auth_result(self, result: str | Credentials | SASLError) -> Reply:
+    def _auth_result(self, result: str | Credentials | SASLError) -> Reply | None:
         if isinstance(result, str):
             self.state = State.AUTH
             return Reply(334, None, encode_challenge(result))
@@ -509,7 +596,10 @@ class SMTPSession:
         if isinstance(result, SASLError):
             # Cancelled or garbled exchanges count too, so AUTH/"*" cannot loop forever.
             return self._auth_failed(_SASL_REFUSALS[result])
-        outcome = self.handler.authenticate(self.info, result)
+        self._ask(Authenticate(result))
+        return None
+
+    def _auth_answered(self, outcome: str | Reply) -> Reply:
         if isinstance(outcome, str):
             self.info.auth_user = outcome
             return R.R235_AUTH_OK
@@ -526,12 +616,12 @@ class SMTPSession:
     # ---- message content ------------------------------------------------------------------
 
     def _write_body(self, data: bytes) -> None:
-        """The readers' sink: count the hops while the header section lasts, then store."""
+        """The readers' sink: count the hops while the header section lasts; hand the content
+        to the shell."""
         hops = self._hops
         if hops is not None and not hops.done:
             hops.feed(data)
-        assert self._body is not None
-        self._body.write(data)
+        self._out.append(MessageData(data))
 
     def _read_data(self, out: list[Output]) -> bool:
         """Feed buffered bytes to the DATA reader; True when the message ended."""
@@ -545,7 +635,7 @@ class SMTPSession:
             return False
         if not self._data.done:
             return False
-        self._respond(self._finish_message(self._data.fault), out)
+        self._finish_message(self._data.fault, out)
         return True
 
     def _read_chunk(self, out: list[Output]) -> bool:
@@ -572,7 +662,7 @@ class SMTPSession:
             self._chunks.finish()
         fault = self._chunks.fault
         if self._bdat_last:
-            self._respond(self._finish_message(fault), out)
+            self._finish_message(fault, out)
         elif fault is not None:
             self._bdat_refusal = _fault_reply(fault)
             self._respond(self._bdat_refusal, out)
@@ -580,29 +670,23 @@ class SMTPSession:
             out.append(Reply(250, "2.0.0", f"{self._chunks.size} octets received"))
         return True
 
-    def _finish_message(self, fault: DataFault | None) -> Reply:
-        body, envelope, hops = self._body, self.envelope, self._hops
-        self._body = None
+    def _finish_message(self, fault: DataFault | None, out: list[Output]) -> None:
+        """The content ended: refuse it (fault, mail loop) or ask the shell to accept it."""
+        envelope, hops = self.envelope, self._hops
+        self._body_open = False
         self._reset_transaction()
         self.state = self._idle_state()
-        assert body is not None and hops is not None
-        if fault is not None:
-            body.discard()
-            return _fault_reply(fault)
-        hops.finish()
-        if hops.count > self.settings.max_received_headers:  # RFC 5321 6.3: a mail loop
-            body.discard()
-            return R.R554_MAIL_LOOP
-        try:
-            reply = self.handler.accept_message(self.info, envelope, body)
-        except Exception:
-            # An event as geomail.log.event makes it (proto may not import geomail.log).
-            fields = {"where": "accept-message", "session": self.info.session_id}
-            log.exception("internal-error where=accept-message session=%s",
-                          self.info.session_id,
-                          extra={"geomail_fields": fields, "geomail_event": "internal-error"})
-            body.discard()
-            return R.R451_LOCAL_ERROR
+        assert hops is not None
+        if fault is None:
+            hops.finish()
+            if hops.count <= self.settings.max_received_headers:
+                self._ask(MessageComplete(envelope))
+                return
+        out.append(MESSAGE_ABORTED)
+        # RFC 5321 6.3: too many Received fields is a mail loop.
+        self._respond(_fault_reply(fault) if fault is not None else R.R554_MAIL_LOOP, out)
+
+    def _message_answered(self, reply: Reply) -> Reply:
         if reply.code == 250:
             self.accepted += 1
             self._errors = self._junk = 0  # progress: the client delivered mail

@@ -1,22 +1,72 @@
-"""What an SMTP session shares with its connection and its policy: facts about the connection
-(SessionInfo), the per-listener knobs (SMTPSettings) and the policy hooks (SMTPHandler)."""
+"""What an SMTP session shares with its shell: facts about the connection (SessionInfo), the
+per-listener knobs (SMTPSettings), and the requests the session hands out for the shell to
+answer (h11's events: the session itself never calls anything)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from geomail.envelope import Envelope
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
 
+# ---- requests: the session stops reading until the shell calls ``answer`` ------------------
 
-class BodySink(Protocol):
-    """Where the session writes the (LF-normalised) content of the message it receives."""
 
-    def write(self, data: bytes) -> None: ...
+@dataclass(frozen=True, slots=True)
+class CheckSender:
+    """MAIL FROM passed the session's checks: answer None to accept, or a refusing Reply."""
 
-    def discard(self) -> None: ...
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecipient:
+    """RCPT TO passed the session's checks: answer None to accept, or a refusing Reply."""
+
+    envelope: Envelope
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """A SASL exchange ended with credentials: answer the canonical user, or a Reply (421
+    closes)."""
+
+    credentials: Credentials
+
+
+@dataclass(frozen=True, slots=True)
+class MessageComplete:
+    """The content ended well: answer the Reply (250 once durable). The shell owns the body."""
+
+    envelope: Envelope
+
+
+# ---- notices: no answer, the session goes on --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStart:
+    """DATA or the first BDAT chunk of a transaction: open a body sink for ``envelope``."""
+
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData:
+    """Message content, LF-normalised and unstuffed, in order: append it to the body."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAborted:
+    """The message being received is dropped (fault, RSET, mail loop, end): discard the body."""
+
+
+Request = CheckSender | CheckRecipient | Authenticate | MessageComplete
+Answer = Reply | str | None  # what ``SMTPSession.answer`` takes (see each request)
 
 
 @dataclass(slots=True)
@@ -26,7 +76,6 @@ class SessionInfo:
     session_id: str
     peer_ip: str
     peer_port: int = 0
-    listener: str = "smtp"  # smtp, submission or submissions
     tls: str | None = None  # e.g. "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384" once active
     helo: str | None = None
     esmtp: bool = False
@@ -56,24 +105,9 @@ class SMTPSettings:
     junk_command_limit: int = 100  # NOOP RSET VRFY HELP EXPN HELO EHLO before they count as errors
     max_received_headers: int = 50  # Received fields a message may carry (RFC 5321 6.3)
     tls_available: bool = False  # a certificate is configured: offer STARTTLS until active
-    allow_plaintext_auth: bool = False
+    auth_offered: bool = False  # advertise and accept AUTH (RFC 4954)
+    auth_required: bool = False  # MAIL needs a login first (RFC 6409 4.3)
+    tls_required_for_auth: bool = True  # AUTH only once TLS is active (RFC 4954 4)
+    implicit_tls: bool = False  # TLS starts before the greeting (RFC 8314 3.3)
     banner: str = field(default="ESMTP geomail")
 
-
-class SMTPHandler(Protocol):
-    """Policy hooks; they run in the connection's greenlet and may block cooperatively."""
-
-    def check_sender(self, info: SessionInfo, envelope: Envelope) -> Reply | None:
-        """None accepts ``envelope.sender``; a Reply refuses it."""
-
-    def check_recipient(self, info: SessionInfo, envelope: Envelope, address: str) -> Reply | None:
-        """None accepts ``address``; a Reply refuses it."""
-
-    def authenticate(self, info: SessionInfo, credentials: Credentials) -> str | Reply:
-        """The canonical user on success; else the Reply to send (421 closes)."""
-
-    def open_body(self, info: SessionInfo, envelope: Envelope) -> BodySink:
-        """A sink for the content about to be received."""
-
-    def accept_message(self, info: SessionInfo, envelope: Envelope, body: BodySink) -> Reply:
-        """Make the message durable (250) or refuse it; owns ``body`` from now on."""

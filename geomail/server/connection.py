@@ -1,5 +1,6 @@
-"""What the SMTP and POP3 connection shells share: owning the socket, deadlines, graceful drain,
-and parking idle connections.
+"""What the SMTP and POP3 connection shells share: what a listener's connections share
+(``Service``), owning the socket, deadlines, graceful drain, parking idle connections, and
+starting TLS.
 
 Time limits are deadlines, not idle timers (RFC 5321 4.5.3.2; Postfix's
 ``smtpd_per_record_deadline``): each record the client owes (a command line, a DATA body, a BDAT
@@ -11,9 +12,9 @@ lifetime (``limits.max_connection_time``).
 
 A connection runs in a greenlet while it has something to do. When its client has been silent
 for ``PARK_AFTER`` seconds, it parks: the greenlet ends and an I/O watcher plus a timer wait
-for the next byte or the timeout instead. A sleeping greenlet costs about 8 KiB (its saved C
-stack and Python frame chunk); a watcher costs a few hundred bytes, so thousands of idle
-clients cost little. The first byte spawns a fresh greenlet that carries on where the last
+for the next byte or the timeout instead. A sleeping greenlet keeps its saved C stack and
+Python frames; a watcher is far smaller, so thousands of idle clients cost little (figures:
+bench/README.md). The first byte spawns a fresh greenlet that carries on where the last
 one stopped: all conversation state lives in the connection object, not on the stack.
 """
 
@@ -25,18 +26,44 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import gevent
 
-from geomail import maillog
+from geomail.config import Limits
+from geomail.ids import new_id
 from geomail.log import event
-from geomail.server.listener import ShuttingDown
-from geomail.server.tls import TLSHandshakeError
+from geomail.maillog import MailLog
+from geomail.server.listener import ConnectionTracker, ShuttingDown
+from geomail.server.tls import (
+    TLSContextHolder,
+    TLSHandshakeError,
+    tls_description,
+    wrap_server,
+)
 
 log = logging.getLogger(__name__)
 
 PARK_AFTER = 1.0  # seconds of silence before an idle connection gives its greenlet back
+
+
+Handler = TypeVar("Handler")
+Settings = TypeVar("Settings")
+
+
+@dataclass(frozen=True, slots=True)
+class Service(Generic[Handler, Settings]):
+    """What every connection of one listener shares; subclasses add ``serve``, the listener's
+    entry point (one call per accepted connection, in its own greenlet)."""
+
+    kind: str  # the listener's config kind: logs and metrics only
+    handler: Handler  # the policy the shell asks
+    settings: Settings  # the session's knobs
+    limits: Limits
+    tracker: ConnectionTracker
+    tls: TLSContextHolder | None = None
+    maillog: MailLog = field(default_factory=MailLog)  # the App's
 
 
 class Parked(Exception):
@@ -50,17 +77,21 @@ class Connection:
     first greenlet."""
 
     __slots__ = ("_deadline", "_end_of_life", "_greenlet", "_on_end", "_parked",
-                 "_short_timeout", "_waiting", "_watchers", "client", "session_id", "sock")
+                 "_short_timeout", "_waiting", "_watchers", "client", "service", "session_id",
+                 "sock")
 
     goodbye_shutdown = b""
     goodbye_timeout = b""
     goodbye_lifetime = b""
 
-    def __init__(self, sock: socket.socket, client: str, session_id: str,
-                 on_end: Callable[[Connection], None], lifetime: float) -> None:
+    service: Service[Any, Any]
+
+    def __init__(self, service: Service[Any, Any], sock: socket.socket,
+                 address: tuple[str, int], on_end: Callable[[Connection], None]) -> None:
+        self.service = service
         self.sock = sock
-        self.client = client
-        self.session_id = session_id
+        self.client = address[0]
+        self.session_id = new_id()
         self._on_end = on_end
         self._greenlet: gevent.Greenlet | None = None
         self._waiting = False
@@ -68,8 +99,10 @@ class Connection:
         self._short_timeout = False  # the socket timeout is receive's, not the send limit
         self._watchers: tuple[Any, Any] | None = None
         now = time.monotonic()
-        self._end_of_life = now + lifetime
+        self._end_of_life = now + service.limits.max_connection_time
         self._deadline = self._end_of_life  # set by restart_deadline once the greeting is out
+        service.tracker.register(self)
+        service.maillog.connect(self.session_id, service.kind, self.client)
 
     # ---- for subclasses ---------------------------------------------------------------------
 
@@ -104,7 +137,7 @@ class Connection:
             self.send_quietly(self.goodbye_shutdown)
         except TLSHandshakeError as exc:
             reason = f"tls-failed ({exc.reason})"
-            maillog.tls_failed(self.service_kind, self.client, exc.reason)
+            self.maillog.tls_failed(self.service_kind, self.client, exc.reason)
         except OSError as exc:
             reason = f"error ({exc.strerror or type(exc).__name__})"
         except Exception:
@@ -115,7 +148,11 @@ class Connection:
 
     @property
     def service_kind(self) -> str:
-        raise NotImplementedError
+        return self.service.kind
+
+    @property
+    def maillog(self) -> MailLog:
+        return self.service.maillog
 
     def end(self, reason: str) -> None:
         """Close for good (once)."""
@@ -197,9 +234,13 @@ class Connection:
         gevent.spawn(self._expire if timed_out else self.run)
 
     def _expire(self) -> None:
+        self.end(self.say_timeout())
+
+    def say_timeout(self) -> str:
+        """A deadline passed: say goodbye (the lifetime's or the record's); return the reason."""
         lifetime = self.lifetime_over
         self.send_quietly(self.timeout_goodbye())
-        self.end("lifetime" if lifetime else "timeout")
+        return "lifetime" if lifetime else "timeout"
 
     # ---- drain ------------------------------------------------------------------------------
 
@@ -237,6 +278,15 @@ class Connection:
         if data:
             with contextlib.suppress(OSError):
                 self.send(data)
+
+    def start_tls(self, holder: TLSContextHolder | None, limits: Limits) -> str:
+        """Server side of a TLS handshake (STARTTLS, or implicit TLS before the greeting)
+        within ``limits.tls_handshake_timeout``; returns the description for Received."""
+        if holder is None:  # config validation prevents this
+            raise TLSHandshakeError("no certificate configured")
+        self.sock = sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
+        self.maillog.tls_ok(self.service_kind)
+        return tls_description(sock)
 
 
 def _tls_pending(sock: socket.socket) -> bool:

@@ -13,6 +13,7 @@ from gevent.pywsgi import WSGIServer
 
 from geomail.config import ListenerConfig
 from geomail.log import event
+from geomail.maillog import MailLog
 from geomail.server.listener import BoundServer
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ class HealthServer(BoundServer):
     ``GET /metrics`` (``render()``, Prometheus text format)."""
 
     def __init__(self, config: ListenerConfig, problems: Callable[[], list[str]],
-                 render: Callable[[], str]) -> None:
-        super().__init__(config)
+                 render: Callable[[], str], maillog: MailLog | None = None) -> None:
+        super().__init__(config, maillog)
         self._problems = problems
         self._render = render
 

@@ -14,10 +14,10 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from geomail import maillog
 from geomail.clientnet import client_network
 from geomail.config import ListenerConfig
 from geomail.log import event
+from geomail.maillog import MailLog
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,9 @@ class BoundServer:
     dropped), started later. IPv6 sockets are IPv6-only, so ``0.0.0.0:25`` and ``[::]:25``
     can both be listed."""
 
-    def __init__(self, config: ListenerConfig) -> None:
+    def __init__(self, config: ListenerConfig, maillog: MailLog | None = None) -> None:
         self.config = config
+        self.maillog = maillog or MailLog()  # the App's
         self._server: BaseServer | None = None
 
     def _make_server(self, sock: socket.socket) -> BaseServer:
@@ -159,7 +160,7 @@ class BoundServer:
             self.bind()
         assert self._server is not None
         self._server.start()
-        maillog.listening(self.config.kind, self.address)
+        self.maillog.listening(self.config.kind, self.address)
 
     @property
     def port(self) -> int:
@@ -187,8 +188,9 @@ class Listener(BoundServer):
     listener gets none, so an over-limit client there is closed without a plaintext byte."""
 
     def __init__(self, config: ListenerConfig, serve: Handler, tracker: ConnectionTracker,
-                 budget: ConnectionBudget, refusals: dict[str, bytes], pool: Pool) -> None:
-        super().__init__(config)
+                 budget: ConnectionBudget, refusals: dict[str, bytes], pool: Pool,
+                 maillog: MailLog | None = None) -> None:
+        super().__init__(config, maillog)
         self._serve = serve
         self._tracker = tracker
         self._budget = budget
@@ -205,7 +207,7 @@ class Listener(BoundServer):
         key = budget.network(ip)
         refusal = Refusal("shutting-down") if self._tracker.draining else budget.admit(key)
         if refusal is not None:
-            maillog.refused(self.config.kind, ip, refusal.reason, limit=refusal.limit,
+            self.maillog.refused(self.config.kind, ip, refusal.reason, limit=refusal.limit,
                             network=key if key != ip else None)
             text = self._refusals.get(refusal.reason)
             if text:
@@ -235,7 +237,7 @@ class Listener(BoundServer):
             ended(None)
 
 
-class _OwnSocketServer(StreamServer):
+class _OwnSocketServer(StreamServer):  # type: ignore[misc]  # gevent ships no stubs
     """A StreamServer that leaves closing to the connection: a connection owns its socket and
     may outlive the greenlet that started it (parked while idle, see server/connection.py)."""
 

@@ -5,28 +5,36 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
 
-from geomail import maillog
-from geomail.config import Limits
 from geomail.errors import StoreError
-from geomail.ids import new_id
 from geomail.log import event
 from geomail.proto.dotwriter import DotWriter
 from geomail.proto.pop3 import (
+    Answer,
+    Authenticate,
+    CloseMaildrop,
+    Commit,
+    Committed,
+    Listing,
+    LoginRefused,
+    MailboxInUse,
+    OpenMaildrop,
     Output,
-    POP3Handler,
     POP3Session,
     POP3Settings,
+    Request,
     Send,
     SendMessage,
     State,
+    Unavailable,
     top_of_message,
 )
 from geomail.proto.reply import Close, StartTLS
-from geomail.server.connection import Connection
-from geomail.server.listener import ConnectionTracker
-from geomail.server.tls import TLSContextHolder, TLSHandshakeError, wrap_server
+from geomail.proto.sasl import Credentials
+from geomail.server.connection import Connection, Service
+from geomail.server.policy_call import call_policy
+from geomail.store.base import Maildrop
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +46,20 @@ BYE_LIFETIME = b"-ERR Autologout; connection time limit reached\r\n"
 ERR_UNREADABLE = b"-ERR [SYS/TEMP] Message cannot be read now\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class POP3Service:
+class POP3Handler(Protocol):
+    """What the shell asks the POP3 policy (``policy.pop3.POP3Policy``); cooperative calls."""
+
+    def authenticate(self, client_ip: str, credentials: Credentials) -> str | LoginRefused:
+        """The canonical user, or why not."""
+
+    def open_maildrop(self, user: str) -> Maildrop | MailboxInUse | Unavailable:
+        """The user's mailbox, locked and listed, or why not."""
+
+
+class POP3Service(Service[POP3Handler, POP3Settings]):
     """What every connection of one POP3 listener shares."""
 
-    kind: str  # pop3 or pop3s
-    handler: POP3Handler
-    settings: POP3Settings
-    limits: Limits
-    tracker: ConnectionTracker
-    tls: TLSContextHolder | None = None
+    __slots__ = ()
 
     def serve(self, sock: socket.socket, address: tuple[str, int],
               on_end: Callable[[Connection], None]) -> None:
@@ -58,7 +70,9 @@ class POP3Service:
 class POP3Connection(Connection):
     """One client connection: feeds the session and carries out its outputs."""
 
-    __slots__ = ("_greeted", "_out", "_out_size", "service", "session")
+    __slots__ = ("_greeted", "_maildrop", "_out", "_out_size", "session")
+
+    service: POP3Service
 
     goodbye_shutdown = BYE_SHUTDOWN
     goodbye_timeout = BYE_TIMEOUT
@@ -66,20 +80,12 @@ class POP3Connection(Connection):
 
     def __init__(self, service: POP3Service, sock: socket.socket, address: tuple[str, int],
                  on_end: Callable[[Connection], None]) -> None:
-        super().__init__(sock, address[0], new_id(), on_end,
-                         service.limits.max_connection_time)
-        self.service = service
-        self.session = POP3Session(service.handler, address[0], service.settings,
-                                   tls_active=service.kind == "pop3s")
+        super().__init__(service, sock, address, on_end)
+        self.session = POP3Session(service.settings, tls_active=service.kind == "pop3s")
+        self._maildrop: Maildrop | None = None  # opened for the session, owned here
         self._greeted = False
         self._out: list[bytes] = []
         self._out_size = 0
-        service.tracker.register(self)
-        maillog.connect(self.session_id, service.kind, self.client)
-
-    @property
-    def service_kind(self) -> str:
-        return self.service.kind
 
     @property
     def timeout(self) -> float:
@@ -95,7 +101,8 @@ class POP3Connection(Connection):
     def finished(self, reason: str) -> None:
         self.service.tracker.unregister(self)
         self.session.abort()
-        maillog.disconnect(self.session_id, self.client, reason)
+        self._close_maildrop()
+        self.maillog.disconnect(self.session_id, self.client, reason)
 
     def converse(self) -> str:
         """The command loop (re-entered after parking); returns why the conversation ended."""
@@ -110,13 +117,12 @@ class POP3Connection(Connection):
             try:
                 data = self.receive(RECV_SIZE)
             except TimeoutError:
-                lifetime = self.lifetime_over
-                self.send_quietly(self.timeout_goodbye())
-                return "lifetime" if lifetime else "timeout"
+                return self.say_timeout()
             try:
                 outputs = self._advance(session.feed, data)
                 responded = bool(outputs)  # a new command is due once the responses are out
                 while outputs:
+                    request: Request | None = None
                     for output in outputs:
                         if isinstance(output, Send):
                             self._queue(output.data)
@@ -127,13 +133,17 @@ class POP3Connection(Connection):
                             self._start_tls()
                             session.tls_started()
                             self.restart_deadline()
+                        elif isinstance(output, CloseMaildrop):
+                            self._close_maildrop()
                         elif isinstance(output, Close):
                             self._flush()
-                            if session.commit_error is not None:
-                                event(log, logging.ERROR, "pop3-commit-failed",
-                                      user=session.user, error=str(session.commit_error))
                             return "quit" if data else "eof"
-                    outputs = self._advance(session.resume)  # commands pipelined after a RETR
+                        else:  # a request, always the last output of its batch
+                            request = output
+                    if request is not None:
+                        outputs = self._advance(self._answer, request)
+                    else:  # commands pipelined after a RETR
+                        outputs = self._advance(session.resume)
             except StoreError as exc:  # in the middle of a message: the client sees no "."
                 event(log, logging.ERROR, "pop3-read-failed", user=session.user,
                       error=str(exc))
@@ -147,8 +157,9 @@ class POP3Connection(Connection):
                 self.send_quietly(BYE_SHUTDOWN)
                 return "shutdown"
 
-    def _advance(self, step: Callable[..., list[Output]], *args: bytes) -> list[Output] | None:
-        """``session.feed`` or ``session.resume``; None (after telling the client) on a bug."""
+    def _advance(self, step: Callable[..., list[Output]], *args: object) -> list[Output] | None:
+        """``session.feed``, ``session.resume`` or ``self._answer``; None (after telling the
+        client) on a bug."""
         try:
             return step(*args)
         except Exception:  # a bug: never a traceback to the client
@@ -163,9 +174,9 @@ class POP3Connection(Connection):
         A message that cannot be read at all (removed by another program) gets -ERR; a fault
         after the +OK line went out raises StoreError, which ends the connection.
         """
-        maildrop = self.session.maildrop
-        assert maildrop is not None
-        chunks = iter(maildrop.read(output.index))  # type: ignore[attr-defined]
+        maildrop = self._maildrop
+        assert maildrop is not None  # SendMessage only comes in TRANSACTION
+        chunks = iter(maildrop.read(output.index))
         if output.body_lines is not None:
             chunks = top_of_message(chunks, output.body_lines)
         try:
@@ -182,6 +193,55 @@ class POP3Connection(Connection):
             self._queue(writer.feed(chunk))
         self._queue(writer.finish())
 
+    # ---- requests -----------------------------------------------------------------------
+
+    def _answer(self, request: Request) -> list[Output]:
+        """Carry out a session's request within ``limits.policy_timeout`` (``call_policy``: a
+        late or failed call is logged as slow-policy and answered ``Unavailable``, so the client
+        gets -ERR [SYS/TEMP], RFC 3206 4); feed the answer back."""
+        late: Answer = Unavailable("no answer in time")
+        handler, session_id = self.service.handler, self.session_id
+        limit = self.service.limits.policy_timeout
+        result: Answer
+        if isinstance(request, Authenticate):
+            result = call_policy("authenticate", session_id, limit, late,
+                                 handler.authenticate, self.client, request.credentials)
+        elif isinstance(request, OpenMaildrop):
+            no_maildrop: Maildrop | MailboxInUse | Unavailable = Unavailable("no answer in time")
+            opened = call_policy("open-maildrop", session_id, limit, no_maildrop,
+                                 handler.open_maildrop, request.user)
+            if isinstance(opened, MailboxInUse | Unavailable):
+                result = opened
+            else:
+                self._maildrop = opened
+                result = Listing(opened.messages)
+        else:
+            # Detached: deletions and their fsync are not cut off at the deadline, and the
+            # lock is released only once they are done (the CloseMaildrop that follows finds
+            # the maildrop already gone).
+            maildrop, self._maildrop = self._maildrop, None
+            assert maildrop is not None  # Commit only comes in TRANSACTION
+            result = call_policy("commit", session_id, limit, late,
+                                 self._commit, maildrop, request, detach=True)
+        return self.session.answer(result)
+
+    def _commit(self, maildrop: Maildrop, request: Commit) -> Answer:
+        """UPDATE (RFC 1939 6), then release the lock."""
+        try:
+            maildrop.commit(set(request.deleted), set(request.retrieved))
+        except StoreError as exc:  # the client only learns that some were not removed
+            event(log, logging.ERROR, "pop3-commit-failed", user=self.session.user,
+                  error=str(exc))
+            return Unavailable(str(exc))
+        finally:
+            maildrop.close()
+        return Committed()
+
+    def _close_maildrop(self) -> None:
+        if self._maildrop is not None:
+            maildrop, self._maildrop = self._maildrop, None
+            maildrop.close()
+
     def _queue(self, data: bytes) -> None:
         self._out.append(data)
         self._out_size += len(data)
@@ -196,12 +256,7 @@ class POP3Connection(Connection):
             self.send(data)
 
     def _start_tls(self) -> None:
-        holder = self.service.tls
-        if holder is None:
-            raise TLSHandshakeError("no certificate configured")
-        limits = self.service.limits
-        self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
-        maillog.tls_ok(self.service.kind)
+        self.start_tls(self.service.tls, self.service.limits)
 
     def send_quietly(self, data: bytes) -> None:
         """Send what is queued, then ``data``; ignore a client that is already gone."""

@@ -1,25 +1,38 @@
-"""The gevent I/O shell around one SMTPSession: socket reads and writes, timeouts, TLS."""
+"""The gevent I/O shell around one SMTPSession: socket reads and writes, timeouts, TLS, and
+answering the session's requests with the policy (each call under ``limits.policy_timeout``,
+see server/policy_call.py). The body of the message being received lives here, not in the
+session: the policy opens it, the shell writes the session's MessageData to it."""
 
 from __future__ import annotations
 
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import gevent
 
-from geomail import maillog
-from geomail.config import Limits
-from geomail.ids import new_id
+from geomail.envelope import Envelope
 from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.reply import Close, Delay, Reply, StartTLS
-from geomail.proto.smtp import SMTPSession, State
-from geomail.proto.smtp_types import SessionInfo, SMTPHandler, SMTPSettings
-from geomail.server.connection import Connection
-from geomail.server.listener import ConnectionTracker
-from geomail.server.tls import TLSContextHolder, TLSHandshakeError, tls_description, wrap_server
+from geomail.proto.sasl import Credentials
+from geomail.proto.smtp import Output, SMTPSession, State
+from geomail.proto.smtp_types import (
+    Answer,
+    Authenticate,
+    CheckRecipient,
+    CheckSender,
+    MessageAborted,
+    MessageComplete,
+    MessageData,
+    MessageStart,
+    Request,
+    SessionInfo,
+    SMTPSettings,
+)
+from geomail.server.connection import Connection, Service
+from geomail.server.policy_call import call_policy
 
 log = logging.getLogger(__name__)
 transcript = logging.getLogger("geomail.transcript")
@@ -27,18 +40,46 @@ transcript = logging.getLogger("geomail.transcript")
 RECV_SIZE = 65536
 IDLE_STATES = (State.INITIAL, State.READY)
 R421_LIFETIME = R.R421_TIMEOUT.with_text("Connection time limit reached, closing connection")
+# The answers to a policy call that failed or ran out of time (transient: the client retries).
+CHECK_FAILED: Reply | None = R.R451_LOCAL_ERROR
+LOGIN_FAILED: str | Reply = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 6
 
 
-@dataclass(frozen=True, slots=True)
-class SMTPService:
+class BodySink(Protocol):
+    """Where the shell writes the (LF-normalised) content of the message being received."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+Sink = TypeVar("Sink", bound=BodySink)
+
+
+class SMTPHandler(Protocol[Sink]):
+    """The policy the shell asks on the session's behalf (geomail/policy/smtp.py); calls may
+    block cooperatively (thread pool, disk)."""
+
+    def check_sender(self, info: SessionInfo, envelope: Envelope) -> Reply | None:
+        """None accepts ``envelope.sender``; a Reply refuses it."""
+
+    def check_recipient(self, info: SessionInfo, envelope: Envelope, address: str) -> Reply | None:
+        """None accepts ``address``; a Reply refuses it."""
+
+    def authenticate(self, info: SessionInfo, credentials: Credentials) -> str | Reply:
+        """The canonical user on success; else the Reply to send (421 closes)."""
+
+    def open_body(self, info: SessionInfo, envelope: Envelope) -> Sink:
+        """A sink for the content about to be received (cheap: no I/O)."""
+
+    def accept_message(self, info: SessionInfo, envelope: Envelope, body: Sink) -> Reply:
+        """Make the message durable (250) or refuse it; owns ``body`` from now on."""
+
+
+class SMTPService(Service[SMTPHandler[Any], SMTPSettings]):
     """What every connection of one SMTP listener shares."""
 
-    kind: str  # smtp, submission or submissions
-    handler: SMTPHandler
-    settings: SMTPSettings
-    limits: Limits
-    tracker: ConnectionTracker
-    tls: TLSContextHolder | None = None
+    __slots__ = ()
 
     def serve(self, sock: socket.socket, address: tuple[str, int],
               on_end: Callable[[Connection], None]) -> None:
@@ -49,7 +90,9 @@ class SMTPService:
 class SMTPConnection(Connection):
     """One client connection: feeds received bytes to the session and carries out its outputs."""
 
-    __slots__ = ("_greeted", "service", "session")
+    __slots__ = ("_body", "_greeted", "session")
+
+    service: SMTPService
 
     goodbye_shutdown = R.R421_SHUTTING_DOWN.wire
     goodbye_timeout = R.R421_TIMEOUT.wire
@@ -57,19 +100,12 @@ class SMTPConnection(Connection):
 
     def __init__(self, service: SMTPService, sock: socket.socket, address: tuple[str, int],
                  on_end: Callable[[Connection], None]) -> None:
-        super().__init__(sock, address[0], new_id(), on_end,
-                         service.limits.max_connection_time)
-        self.service = service
-        info = SessionInfo(self.session_id, address[0], address[1], service.kind)
+        super().__init__(service, sock, address, on_end)
+        info = SessionInfo(self.session_id, address[0], address[1])
         trace = self._trace if transcript.isEnabledFor(logging.DEBUG) else None
-        self.session = SMTPSession(service.handler, info, service.settings, trace)
+        self.session = SMTPSession(info, service.settings, trace)
+        self._body: BodySink | None = None  # the message being received
         self._greeted = False
-        service.tracker.register(self)
-        maillog.connect(self.session_id, service.kind, self.client)
-
-    @property
-    def service_kind(self) -> str:
-        return self.service.kind
 
     @property
     def timeout(self) -> float:
@@ -86,13 +122,14 @@ class SMTPConnection(Connection):
     def finished(self, reason: str) -> None:
         self.service.tracker.unregister(self)
         self.session.abort()
-        maillog.disconnect(self.session_id, self.client, reason, self.session.accepted)
+        self._discard_body()
+        self.maillog.disconnect(self.session_id, self.client, reason, self.session.accepted)
 
     def converse(self) -> str:
         """The command loop (re-entered after parking); returns why the conversation ended."""
         session, tracker = self.session, self.service.tracker
         if not self._greeted:
-            if self.service.kind == "submissions":
+            if self.service.settings.implicit_tls:
                 self._start_tls()
             self.send(session.greeting().wire)
             self._greeted = True
@@ -102,61 +139,102 @@ class SMTPConnection(Connection):
             try:
                 data = self.receive(RECV_SIZE)
             except TimeoutError:
-                lifetime = self.lifetime_over
-                self.send_quietly(self.timeout_goodbye())
-                return "lifetime" if lifetime else "timeout"
+                return self.say_timeout()
             reading_data = session.reading_data
-            try:
-                outputs = session.feed(data)
-            except Exception:  # a bug: never a traceback to the client (DESIGN, errors)
-                event(log, logging.ERROR, "internal-error", exc_info=True,
-                      where="smtp-session", session=self.session_id)
+            fed = self._step(session.feed, data)
+            if fed is None:
                 self.send_quietly(R.R451_LOCAL_ERROR.wire)
                 return "internal-error"
+            outputs = fed
+            pending: list[bytes] = []
+            replied = False
+            while outputs:
+                answered: list[Output] | None = []
+                for output in outputs:
+                    if isinstance(output, Reply):
+                        replied = True
+                        pending.append(output.wire)
+                        if transcript.isEnabledFor(logging.DEBUG):
+                            self._trace("<-", str(output))
+                    elif isinstance(output, MessageData):
+                        assert self._body is not None
+                        self._body.write(output.data)
+                    elif isinstance(output, MessageStart):
+                        self._body = self.service.handler.open_body(session.info,
+                                                                    output.envelope)
+                    elif isinstance(output, MessageAborted):
+                        self._discard_body()
+                    elif isinstance(output, StartTLS):
+                        self.send(b"".join(pending))
+                        pending = []
+                        self._start_tls()
+                        session.tls_started(session.info.tls or "TLS")
+                        self.restart_deadline()
+                    elif isinstance(output, Delay):  # past the soft error limit: slow down
+                        if pending:
+                            self.send(b"".join(pending))
+                            pending = []
+                        gevent.sleep(output.seconds)
+                    elif isinstance(output, Close):
+                        self.send_quietly(b"".join(pending))
+                        if session.too_many_errors:
+                            return "too-many-errors"
+                        return "quit" if data else "eof"
+                    else:  # a request, always the last output: reading resumes on the answer
+                        answered = self._step(session.answer, self._ask(output))
+                        if answered is None:
+                            self.send_quietly(b"".join(pending) + R.R451_LOCAL_ERROR.wire)
+                            return "internal-error"
+                outputs = answered or []
+            if pending:
+                self.send(b"".join(pending))
             # A reply (or the start of a BDAT chunk) makes a new record due: its deadline
             # starts once the replies are out. Otherwise the record in progress keeps its
             # deadline; message data earns its min_data_rate credit.
-            record_due = bool(outputs) or session.reading_data != reading_data
-            if not record_due and reading_data and rate:
-                self.extend_deadline(len(data) / rate)
-            pending: list[bytes] = []
-            for output in outputs:
-                if isinstance(output, Reply):
-                    pending.append(output.wire)
-                    if transcript.isEnabledFor(logging.DEBUG):
-                        self._trace("<-", str(output))
-                elif isinstance(output, StartTLS):
-                    self.send(b"".join(pending))
-                    pending = []
-                    self._start_tls()
-                    session.tls_started(session.info.tls or "TLS")
-                    self.restart_deadline()
-                elif isinstance(output, Delay):  # past the soft error limit: slow down
-                    if pending:
-                        self.send(b"".join(pending))
-                        pending = []
-                    gevent.sleep(output.seconds)
-                elif isinstance(output, Close):
-                    self.send_quietly(b"".join(pending))
-                    if session.too_many_errors:
-                        return "too-many-errors"
-                    return "quit" if data else "eof"
-            if pending:
-                self.send(b"".join(pending))
-            if record_due:
+            if replied or session.reading_data != reading_data:
                 self.restart_deadline()
+            elif reading_data and rate:
+                self.extend_deadline(len(data) / rate)
             if tracker.draining and session.state in IDLE_STATES:
                 self.send_quietly(R.R421_SHUTTING_DOWN.wire)
                 return "shutdown"
 
+    def _step(self, step: Callable[[Any], list[Output]], arg: Any) -> list[Output] | None:
+        """``session.feed`` or ``session.answer``; None on a bug (the client gets 451)."""
+        try:
+            return step(arg)
+        except Exception:  # a bug: never a traceback to the client (DESIGN, errors)
+            event(log, logging.ERROR, "internal-error", exc_info=True,
+                  where="smtp-session", session=self.session_id)
+            return None
+
+    def _ask(self, request: Request) -> Answer:
+        """Answer the session's request with the policy, under the policy deadline."""
+        handler, info = self.service.handler, self.session.info
+        limit, sid = self.service.limits.policy_timeout, self.session_id
+        if isinstance(request, MessageComplete):
+            body, self._body = self._body, None
+            # Detached: a store cut short could still complete; never half-written.
+            return call_policy("accept-message", sid, limit, R.R451_LOCAL_ERROR,
+                               handler.accept_message, info, request.envelope, body,
+                               detach=True)
+        if isinstance(request, CheckRecipient):
+            return call_policy("check-recipient", sid, limit, CHECK_FAILED,
+                               handler.check_recipient, info, request.envelope, request.address)
+        if isinstance(request, CheckSender):
+            return call_policy("check-sender", sid, limit, CHECK_FAILED,
+                               handler.check_sender, info, request.envelope)
+        assert isinstance(request, Authenticate)
+        return call_policy("authenticate", sid, limit, LOGIN_FAILED,
+                           handler.authenticate, info, request.credentials)
+
+    def _discard_body(self) -> None:
+        if self._body is not None:
+            self._body.discard()
+            self._body = None
+
     def _start_tls(self) -> None:
-        holder = self.service.tls
-        if holder is None:  # config validation prevents this
-            raise TLSHandshakeError("no certificate configured")
-        limits = self.service.limits
-        self.sock = wrap_server(self.sock, holder.context, limits.tls_handshake_timeout)
-        maillog.tls_ok(self.service.kind)
-        self.session.info.tls = tls_description(self.sock)
+        self.session.info.tls = self.start_tls(self.service.tls, self.service.limits)
 
     def _trace(self, direction: str, text: str) -> None:
         event(transcript, logging.DEBUG, "transcript", session=self.session_id,

@@ -1,1 +1,1 @@
-"""Hypothesis property tests: the protocol parsers against hostile input (issue 10 item 17)."""
+"""Hypothesis property tests: the protocol parsers against hostile input."""

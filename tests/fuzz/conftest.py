@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the fuzz tests (issue 10 item 17).
+"""Hypothesis profiles for the fuzz tests.
 
 - ``fast`` (the default, used by ``make test``): 200 examples per test, derandomized, so CI
   runs the same inputs every time and a failure reproduces; no example database on disk.

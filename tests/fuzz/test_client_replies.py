@@ -1,5 +1,5 @@
 """Fuzzing the SMTP client's reply parser (geomail/proto/client.py ReplyParser, parse_ehlo): what
-a remote MX sends is hostile input too (issue 10 item 7)."""
+a remote MX sends is hostile input too (RFC 5321 4.2.1)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from tests.support.smtp_session import EHLO, MAIL, RCPT
 
 
 def test_seeds_come_from_unit_and_integration_tests() -> None:
-    """Issue 10 item 17: the fuzzers start from the conversations of the SMTP (RFC 5321) and
+    """The fuzzers start from the conversations of the SMTP (RFC 5321) and
     POP3 (RFC 1939) dialog tests, read from both the session unit tests and the socket
     integration tests; a change that stops the harvest fails here, not silently."""
     smtp, pop3 = smtp_conversations(), pop3_conversations()

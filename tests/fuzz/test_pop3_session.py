@@ -1,8 +1,10 @@
 """Fuzzing the POP3 server session (geomail/proto/pop3.py) with mutated real conversations.
 
 Inputs start from every conversation of the POP3 dialog and session tests (tests/support/corpus.py)
-and are broken by tests/fuzz/mutations.py; the session is built with the unit tests' fake handler
-and maildrop (tests/support/pop3_session.py), three messages in the box.
+and are broken by tests/fuzz/mutations.py; the session's requests are answered by the unit
+tests' driver over a fake policy and maildrop (tests/support/pop3_session.py), three messages in
+the box; the driver also checks that a request always ends its batch and is answered before the
+session goes on.
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geomail.proto.pop3 import COMMANDS, POP3Session, Send, SendMessage, State
+from geomail.proto.pop3 import COMMANDS, Send, SendMessage, State
 from geomail.proto.reply import Close, StartTLS
 from tests.fuzz.mutations import command_soup, hostile, mutated
 from tests.support.corpus import pop3_conversations
-from tests.support.pop3_session import ALICE, LOGIN, PASSWORD, FakeHandler, Run, drive, make_session
+from tests.support.pop3_session import (
+    ALICE,
+    LOGIN,
+    PASSWORD,
+    Driven,
+    FakeHandler,
+    Run,
+    drive,
+    make_session,
+)
 from tests.support.splits import fed
 
 _PLAIN = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode())
@@ -34,11 +45,11 @@ INPUTS = st.one_of(hostile(SEEDS, VERBS), mutated(LOGGED_IN))
 FIRST_LINE = re.compile(rb"(\+OK|-ERR)( [\t\x20-\x7e]*)?\r\n|\+ [A-Za-z0-9+/=]*\r\n")
 
 
-def new_session(**settings: object) -> POP3Session:
+def new_session(**settings: object) -> Driven:
     return make_session(FakeHandler(), allow_plaintext_auth=True, **settings)  # type: ignore[arg-type]
 
 
-def play(session: POP3Session, chunks: list[bytes]) -> list[object]:
+def play(session: Driven, chunks: list[bytes]) -> list[object]:
     """Feed each packet, then end of stream, as the connection shell does (``resume`` after each
     message sent); after a StartTLS output the handshake "succeeds"."""
     outputs: list[object] = []
@@ -62,10 +73,9 @@ def check_response(data: bytes) -> None:
         assert lines[0].startswith(b"+OK") and lines[-1] == b".\r\n", data
 
 
-def check_outputs(session: POP3Session, outputs: list[object]) -> None:
+def check_outputs(session: Driven, outputs: list[object]) -> None:
     """The end state every conversation must reach, whatever it was."""
     handler = session.handler
-    assert isinstance(handler, FakeHandler)
     for out in outputs:
         assert type(out).__module__.startswith("geomail.proto."), out
         if isinstance(out, Send):
@@ -77,6 +87,7 @@ def check_outputs(session: POP3Session, outputs: list[object]) -> None:
     closes = [i for i, out in enumerate(outputs) if isinstance(out, Close)]
     assert closes == [len(outputs) - 1], outputs  # one Close, at the very end
     assert session.state is State.CLOSED
+    assert session.pending is None and session.maildrop is None  # nothing left waiting or held
     assert drive(session, b"STAT\r\n") == []  # nothing is answered after Close
     # Every maildrop opened is released once (RFC 1939 8: the lock ends with the session) and
     # committed at most once, at QUIT, with message numbers that exist.
@@ -107,7 +118,7 @@ def test_same_result_however_split(case: tuple[bytes, list[bytes]]) -> None:
     for packets in ([data], chunks):
         session = new_session(tls_available=False)
         outputs = play(session, packets)
-        runs.append(Run(session, session.handler, outputs).snapshot())  # type: ignore[arg-type]
+        runs.append(Run(session, session.handler, outputs).snapshot())
     assert runs[1] == runs[0]
 
 

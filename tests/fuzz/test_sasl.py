@@ -8,20 +8,10 @@ import base64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geomail.proto.sasl import (
-    MECHANISMS,
-    Credentials,
-    SASLError,
-    SASLExchange,
-    encode_challenge,
-)
+from geomail.proto.sasl import MECHANISMS, Credentials, SASLError, SASLExchange, encode_challenge
 from tests.fuzz.mutations import mutated
+from tests.support.sasl import b64
 from tests.support.smtp_session import ALICE, PASSWORD
-
-
-def b64(data: str | bytes) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
-
 
 # Responses a client sends: real ones from the session tests, then mutated; and random text.
 _REAL = [b64(f"\0{ALICE}\0{PASSWORD}"), b64(f"{ALICE}\0{ALICE}\0{PASSWORD}"), b64(ALICE),

@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from geomail.proto.reply import Close, Reply, StartTLS
-from geomail.proto.smtp import COMMANDS, SMTPSession, State
+from geomail.proto.smtp import COMMANDS, State
 from tests.fuzz.mutations import command_soup, hostile, mutated
 from tests.support.corpus import smtp_conversations
 from tests.support.smtp_session import (
@@ -27,6 +27,7 @@ from tests.support.smtp_session import (
     FakeHandler,
     Output,
     Run,
+    SessionDriver,
     make_session,
 )
 from tests.support.splits import fed
@@ -57,11 +58,11 @@ LISTENERS = {
 REPLY_LINE = re.compile(rb"(\d{3})([ -])[\t\x20-\x7e\x80-\xff]*\r\n")
 
 
-def new_session(listener: str, **settings: object) -> SMTPSession:
+def new_session(listener: str, **settings: object) -> SessionDriver:
     return make_session(FakeHandler(), **LISTENERS[listener], **LIMITS, **settings)  # type: ignore[arg-type]
 
 
-def play(session: SMTPSession, chunks: list[bytes]) -> list[Output]:
+def play(session: SessionDriver, chunks: list[bytes]) -> list[Output]:
     """Feed each packet, then end of stream, as the connection shell does; after a StartTLS
     output the handshake "succeeds" before the next packet."""
     outputs: list[Output] = []
@@ -89,7 +90,7 @@ def check_reply(reply: Reply) -> None:
         assert reply.enhanced[0] == str(reply.code)[0], reply
 
 
-def check_outputs(session: SMTPSession, outputs: list[Output]) -> None:
+def check_outputs(session: SessionDriver, outputs: list[Output]) -> None:
     """The end state every conversation must reach, whatever it was."""
     for out in outputs:
         assert type(out).__module__.startswith("geomail.proto."), out
@@ -101,7 +102,9 @@ def check_outputs(session: SMTPSession, outputs: list[Output]) -> None:
     assert session.feed(b"MAIL FROM:<a@b.c>\r\n") == []  # nothing is answered after Close
     handler = session.handler
     assert isinstance(handler, FakeHandler)
-    # Every body opened was either handed to accept_message or discarded: nothing left behind.
+    # Every body opened (MessageStart) was either handed over by MessageComplete or discarded
+    # by MessageAborted: nothing left behind, and no request left unanswered.
+    assert session.sink is None and session.pending is None
     assert sum(not sink.discarded for sink in handler.sinks) == len(handler.messages)
     assert session.accepted == len(handler.messages)
     for message in handler.messages:

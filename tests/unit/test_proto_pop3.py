@@ -1,4 +1,6 @@
-"""POP3Session (geomail/proto/pop3.py) driven by a fake handler and maildrop: bytes in, outputs out.
+"""POP3Session (geomail/proto/pop3.py): bytes in, outputs out. Most tests let the driver in
+tests/support/pop3_session.py answer the session's requests from a fake policy and maildrop; the
+tests under "The session asks, the shell answers" drive the bare session by hand.
 
 Conversations go through ``converse``, which feeds the same bytes whole, byte by byte and split in
 two at every offset, and requires the same outputs, hook calls and maildrop calls every time.
@@ -9,22 +11,31 @@ AUTH, RFC 3206 the SYS and AUTH response codes.
 from __future__ import annotations
 
 import base64
+import inspect
 
 import pytest
 
-from geomail.errors import StoreError
 from geomail.proto.pop3 import (
     AUTHORIZATION_COMMANDS,
     COMMANDS,
     MAX_AUTH_FAILURES_PER_CONNECTION,
     TRANSACTION_COMMANDS,
+    Authenticate,
+    CloseMaildrop,
+    Commit,
+    Committed,
+    Listing,
+    OpenMaildrop,
     POP3Session,
+    POP3Settings,
     Send,
     SendMessage,
     State,
+    Unavailable,
     top_of_message,
 )
 from geomail.proto.reply import Close, StartTLS
+from geomail.proto.sasl import Credentials
 from tests.support.pop3_session import (
     ALICE,
     CLIENT,
@@ -36,7 +47,7 @@ from tests.support.pop3_session import (
     drive,
     make_session,
 )
-from tests.support.splits import ways
+from tests.support.splits import every_way, ways
 
 LOGGED_IN = Send(b"+OK Logged in, 3 messages (600 octets)\r\n")
 NOT_IN_STATE = Send(b"-ERR Command not valid in this state\r\n")
@@ -53,22 +64,18 @@ THROTTLED = Send(b"-ERR [SYS/TEMP] Too many failed logins, try again later\r\n")
 def converse(data: bytes, setup: bytes = b"", handler: FakeHandler | None = None,
              **settings) -> Run:
     """Feed ``setup`` whole, then ``data`` every way; every way must give the same result."""
-    first: Run | None = None
     template = handler or FakeHandler()
-    for name, chunks in ways(data):
+
+    def run(chunks: list[bytes]) -> Run:
         fresh = FakeHandler(template.passwords, set(template.busy), template.blocked,
                             template.store_error, list(template.messages), template.fail_commit)
         session = make_session(fresh, **settings)
         if setup:
             drive(session, setup)
         outputs = [out for chunk in chunks for out in drive(session, chunk)]
-        run = Run(session, fresh, outputs)
-        if first is None:
-            first = run
-        else:
-            assert run.snapshot() == first.snapshot(), f"fed {name}"
-    assert first is not None
-    return first
+        return Run(session, fresh, outputs)
+
+    return every_way(data, run)
 
 
 def logged_in(handler: FakeHandler | None = None, **settings) -> POP3Session:
@@ -638,13 +645,14 @@ def test_quit_in_transaction_commits():
 
 def test_quit_commit_failure_is_sys_temp():
     """RFC 1939 6: if a deletion fails in UPDATE the server says ``-ERR`` (here ``[SYS/TEMP]``,
-    RFC 3206 4); the lock is still released and the error kept for the log."""
+    RFC 3206 4); the lock is still released, and the error stays with the shell (its log)."""
     run = converse(b"DELE 1\r\nQUIT\r\n", setup=LOGIN, handler=FakeHandler(fail_commit=True))
     assert run.outputs[-2:] == [
         Send(b"-ERR [SYS/TEMP] Some deleted messages were not removed\r\n"), Close()]
     assert b"No space" not in run.sent
     assert run.handler.maildrop.closes == 1
-    assert isinstance(run.session.commit_error, StoreError)
+    assert run.session.answers[-1] == Unavailable(
+        "cannot update the mailbox: No space left on device")
 
 
 def test_dropped_connection_deletes_nothing():
@@ -679,6 +687,89 @@ def test_snapshot_taken_at_login():
     handler.maildrop.messages.append(FakeMessage("late", 50))
     assert session.feed(b"STAT\r\nLIST 4\r\n") == [Send(b"+OK 3 600\r\n"),
                                                    Send(NO_SUCH)]
+
+
+# --------------------------------------------------------------------------------------------
+# The session asks, the shell answers (no handler)
+# --------------------------------------------------------------------------------------------
+
+
+def bare_session(**settings) -> POP3Session:
+    return POP3Session(POP3Settings(allow_plaintext_auth=True, **settings))
+
+
+def test_session_has_no_handler():
+    """RFC 1939 4-6 through requests (sans-IO in the strict sense): the session
+    is built without any handler and never calls out; the login is an ``Authenticate`` then an
+    ``OpenMaildrop`` request, each the last output of its batch; commands that arrive while one
+    waits are only buffered, and are answered after it; QUIT in TRANSACTION is a ``Commit``
+    request, answered by ``CloseMaildrop``, ``+OK`` and ``Close``."""
+    assert "handler" not in inspect.signature(POP3Session).parameters
+    session = bare_session()
+    assert not hasattr(session, "handler")
+    assert session.feed(LOGIN + b"STAT\r\n") == [Send(b"+OK Send PASS\r\n"),
+                                                 Authenticate(Credentials(ALICE, PASSWORD))]
+    assert session.pending == Authenticate(Credentials(ALICE, PASSWORD))
+    assert session.feed(b"NOOP\r\n") == []
+    assert session.resume() == []  # still waiting
+    assert session.answer(ALICE) == [OpenMaildrop(ALICE)]
+    assert session.answer(Listing([FakeMessage("u1", 10), FakeMessage("u2", 20)])) == [
+        Send(b"+OK Logged in, 2 messages (30 octets)\r\n"), Send(b"+OK 2 30\r\n"),
+        Send(b"+OK\r\n")]
+    assert session.user == ALICE
+    assert session.feed(b"RETR 2\r\nDELE 1\r\nQUIT\r\nNOOP\r\n") == [
+        SendMessage(b"+OK 20 octets\r\n", 1)]
+    assert session.resume() == [Send(b"+OK Message 1 deleted\r\n"),
+                                Commit(frozenset({0}), frozenset({1}))]
+    assert session.answer(Committed()) == [
+        CloseMaildrop(), Send(b"+OK Bye, 1 messages deleted\r\n"), Close()]
+    assert session.state is State.CLOSED
+    assert session.pending is None
+
+
+@pytest.mark.parametrize("answer", [None, "alice", Committed(), Listing([])])
+def test_answer_must_fit_the_request(answer):
+    """RFC 1939 4: the session only takes the answer its pending request asks for (a shell bug
+    otherwise); the request stays pending."""
+    session = bare_session()
+    with pytest.raises(ValueError):
+        session.answer(Committed())  # nothing was asked
+    session.feed(LOGIN)
+    if answer != "alice":
+        with pytest.raises(ValueError):
+            session.answer(answer)
+        assert isinstance(session.pending, Authenticate)
+    else:
+        assert session.answer(answer) == [OpenMaildrop("alice")]
+
+
+def test_end_of_stream_while_waiting():
+    """RFC 1939 6: the client goes away while its login is being checked: the answer is taken,
+    then the session closes without UPDATE (``CloseMaildrop``, no ``Commit``)."""
+    session = bare_session()
+    session.feed(LOGIN + b"DELE 1\r\n")
+    assert session.feed(b"") == []
+    assert session.answer(ALICE) == [OpenMaildrop(ALICE)]
+    assert session.answer(Listing([FakeMessage("u1", 10)])) == [
+        Send(b"+OK Logged in, 1 messages (10 octets)\r\n"), Send(b"+OK Message 1 deleted\r\n"),
+        CloseMaildrop(), Close()]
+
+
+def test_unavailable_login_is_sys_temp_and_not_a_failure():
+    """RFC 3206 4: a login the shell could not check in time gets ``-ERR [SYS/TEMP]`` and may be
+    retried; it is not a failed login (RFC 1939 7 / 8: only wrong credentials count towards
+    closing the connection)."""
+    session = bare_session()
+    for _ in range(MAX_AUTH_FAILURES_PER_CONNECTION + 1):
+        session.feed(LOGIN)
+        assert session.answer(Unavailable("deadline passed")) == [
+            Send(b"-ERR [SYS/TEMP] Login temporarily unavailable\r\n")]
+    assert session.state is State.AUTHORIZATION
+    session.feed(LOGIN)
+    assert session.answer(ALICE) == [OpenMaildrop(ALICE)]
+    assert session.answer(Unavailable("deadline passed")) == [
+        Send(b"-ERR [SYS/TEMP] Mailbox temporarily unavailable\r\n")]
+    assert session.state is State.AUTHORIZATION and session.user is None
 
 
 # --------------------------------------------------------------------------------------------
