@@ -12,7 +12,7 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 
-from geomail import maillog, metrics, preload, system
+from geomail import preload, system
 from geomail.address import domain_part
 from geomail.clientnet import client_network
 from geomail.config import Config, ListenerConfig, load_config
@@ -23,6 +23,8 @@ from geomail.dkim import DKIMSigner
 from geomail.errors import ConfigError
 from geomail.log import event
 from geomail.login import Authenticator
+from geomail.maillog import MailLog
+from geomail.metrics import Labels, Metrics
 from geomail.policy.pop3 import POP3Policy
 from geomail.policy.smtp import Services, SMTPPolicy
 from geomail.proto import reply as R
@@ -32,7 +34,7 @@ from geomail.queue.control import ControlServer, socket_path
 from geomail.queue.item import QueueItem, Recipient
 from geomail.queue.queue import Queue
 from geomail.routing import Router
-from geomail.safeio import run_blocking
+from geomail.safeio import Workers, run_blocking
 from geomail.server.http import HealthServer
 from geomail.server.listener import ConnectionBudget, ConnectionTracker, Listener
 from geomail.server.pop3_conn import POP3Service
@@ -44,8 +46,6 @@ from geomail.userdb import UserDB
 
 log = logging.getLogger(__name__)
 
-# Threadpool size: fsyncs run in parallel (the disk merges their flushes), hashes too.
-IO_THREADS = int(os.environ.get("GEOMAIL_IO_THREADS", "16"))
 SMTP_KINDS = ("smtp", "submission", "submissions")
 POP3_KINDS = ("pop3", "pop3s")
 IMPLICIT_TLS_KINDS = ("submissions", "pop3s")
@@ -84,8 +84,14 @@ class App:
         capacity = limits.max_connections + limits.max_user_connections
         self.pool = Pool(capacity + max(100, capacity // 10))
         self.tls = TLSContextHolder(config.tls) if config.tls else None
-        self.store = open_store(config.store, config.hostname)
-        self.authenticator = Authenticator(UserDB(config.users), limits)
+        # The App's own: thread pools (threads start on first use), counters, mail log.
+        self.workers = Workers(limits.io_threads, limits.read_threads, limits.password_threads)
+        self.metrics = Metrics(services=[lst.kind for lst in config.listeners
+                                         if lst.kind in SMTP_KINDS + POP3_KINDS])
+        self.maillog = MailLog(self.metrics)
+        self.store = open_store(config.store, config.hostname, reader=self.workers.read)
+        self.authenticator = Authenticator(UserDB(config.users), limits,
+                                           hashing=self.workers.hash, metrics=self.metrics)
         self.services = Services(router=_router(config), store=self.store,
                                  authenticator=self.authenticator,
                                  dkim=DKIMSigner(config.dkim) if config.dkim else None)
@@ -95,18 +101,18 @@ class App:
         self.queue = Queue(config.queue_dir, config.relay, config.hostname,
                            local=LocalCourier(self.store), remote=self.courier,
                            is_local=self._is_local, expand=self._bounce_mailboxes,
-                           postmaster=self._postmaster(), on_event=_queue_event,
+                           postmaster=self._postmaster(), on_event=self._queue_event,
                            max_received=config.limits.max_received_headers)
         self.services.queue = self.queue
         self.control = ControlServer(self.queue, socket_path(config.data_dir))
-        self.policy = SMTPPolicy(config, self.services, os.path.join(config.data_dir, "spool"))
+        self.policy = SMTPPolicy(config, self.services, os.path.join(config.data_dir, "spool"),
+                                 self.maillog)
         self.mail_access = POP3Policy(self.authenticator, self.store)
         self.listeners = [self._listener(lst) for lst in config.listeners
                           if lst.kind in SMTP_KINDS + POP3_KINDS]
-        self.http = [HealthServer(lst, self.problems, metrics.render)
+        self.http = [HealthServer(lst, self.problems, self.metrics.render, self.maillog)
                      for lst in config.listeners if lst.kind == "http"]
-        metrics.reset(services=[lst.config.kind for lst in self.listeners])
-        metrics.add_gauges(self._gauges)
+        self.metrics.add_gauges(self._gauges)
         self._stopped = Event()
 
     def _listener(self, config: ListenerConfig) -> Listener:
@@ -116,9 +122,9 @@ class App:
                 POP3Settings(tls_available=self.tls is not None and config.kind == "pop3",
                              allow_plaintext_auth=config.allow_plaintext_auth,
                              max_bad_commands=self.config.limits.max_bad_commands),
-                self.config.limits, self.tracker, self.tls)
+                self.config.limits, self.tracker, self.tls, self.maillog)
             return Listener(config, pop3.serve, self.tracker, self.budgets["user"],
-                            _refusals(config, POP3_REFUSALS), self.pool)
+                            _refusals(config, POP3_REFUSALS), self.pool, self.maillog)
         settings = SMTPSettings(
             hostname=self.config.hostname,
             max_message_size=self.config.limits.max_message_size,
@@ -131,14 +137,18 @@ class App:
             error_sleep_time=self.config.limits.error_sleep_time,
             junk_command_limit=self.config.limits.junk_command_limit,
             max_received_headers=self.config.limits.max_received_headers,
-            tls_available=self.tls is not None and config.kind != "submissions",
-            allow_plaintext_auth=config.allow_plaintext_auth,
+            tls_available=self.tls is not None and config.kind not in IMPLICIT_TLS_KINDS,
+            # The users' ports (RFC 6409): logins offered, and needed before MAIL.
+            auth_offered=config.kind != "smtp",
+            auth_required=config.kind != "smtp",
+            tls_required_for_auth=not config.allow_plaintext_auth,
+            implicit_tls=config.kind in IMPLICIT_TLS_KINDS,
         )
         service = SMTPService(config.kind, self.policy, settings, self.config.limits,
-                              self.tracker, self.tls)
+                              self.tracker, self.tls, self.maillog)
         budget = self.budgets["smtp" if config.kind == "smtp" else "user"]
         return Listener(config, service.serve, self.tracker, budget,
-                        _refusals(config, SMTP_REFUSALS), self.pool)
+                        _refusals(config, SMTP_REFUSALS), self.pool, self.maillog)
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -154,7 +164,7 @@ class App:
 
     def start(self) -> None:
         """Prepare the data directory, resume the queue, then accept connections."""
-        gevent.get_hub().threadpool.maxsize = IO_THREADS
+        self.workers.start()
         spool = os.path.join(self.config.data_dir, "spool")
         os.makedirs(spool, mode=0o700, exist_ok=True)
         self.queue.load()  # takes the data directory's lock: no other server uses the spool
@@ -187,6 +197,7 @@ class App:
         self.courier.close()
         for server in self.http:
             server.stop()
+        self.workers.close()
         self._stopped.set()
 
     def reload(self) -> None:
@@ -219,7 +230,7 @@ class App:
         os.umask(0o077)
         self.bind()
         system.prepare_data_dir(self.config.data_dir, self.config.user)
-        preload.before_privilege_drop(IO_THREADS)
+        preload.before_privilege_drop(self.workers.io_threads)
         system.drop_privileges(self.config.user)
         self.start()
         event(log, logging.INFO, "started", pid=os.getpid())
@@ -235,13 +246,28 @@ class App:
             found.append("the outbound queue is not running")
         return found
 
-    def _gauges(self) -> list[tuple[str, metrics.Labels, float]]:
+    def _gauges(self) -> list[tuple[str, Labels, float]]:
         count, oldest = self.queue.stats()
         age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
         return [("geomail_connections_open", (("service", lst.config.kind),), lst.open)
                 for lst in self.listeners] + [
             ("geomail_queue_messages", (), count), ("geomail_queue_oldest_seconds", (), age),
             ("geomail_queue_held", (), self.queue.held)]
+
+    def _queue_event(self, name: str, item: QueueItem, rcpt: Recipient | None) -> None:
+        """The queue's events in the operator's mail log."""
+        if rcpt is None:
+            return
+        if name == "delivered":
+            self.maillog.delivered(item.id, rcpt.address, rcpt.remote_mta or "local",
+                                   attempts=rcpt.attempts, tls=rcpt.tls)
+        elif name == "deferred":
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item.next_attempt))
+            self.maillog.deferred(item.id, rcpt.address, rcpt.last_error or "", rcpt.attempts,
+                                  when)
+        elif name in ("failed", "expired"):
+            self.maillog.bounced(item.id, rcpt.address, rcpt.last_error or name,
+                                 item.sender or None)
 
     # ---- routing callbacks for the queue ---------------------------------------------------
 
@@ -276,18 +302,4 @@ def _refusals(config: ListenerConfig, texts: dict[str, bytes]) -> dict[str, byte
 
 def _router(config: Config) -> Router:
     return Router(config.domains, config.users, config.aliases, config.suffix_separator)
-
-
-def _queue_event(name: str, item: QueueItem, rcpt: Recipient | None) -> None:
-    """The queue's events in the operator's mail log."""
-    if rcpt is None:
-        return
-    if name == "delivered":
-        maillog.delivered(item.id, rcpt.address, rcpt.remote_mta or "local",
-                          attempts=rcpt.attempts, tls=rcpt.tls)
-    elif name == "deferred":
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item.next_attempt))
-        maillog.deferred(item.id, rcpt.address, rcpt.last_error or "", rcpt.attempts, when)
-    elif name in ("failed", "expired"):
-        maillog.bounced(item.id, rcpt.address, rcpt.last_error or name, item.sender or None)
 

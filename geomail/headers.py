@@ -34,16 +34,9 @@ def received(*, helo: str | None, client_ip: str, hostname: str, protocol: str, 
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-_date_cache: tuple[int, str] = (0, "")
-
-
 def _date(now: float) -> str:
-    """RFC 5322 date-time in local time; computed once per second (it costs ~10 us)."""
-    global _date_cache
-    second = int(now)
-    if _date_cache[0] != second:
-        _date_cache = (second, email.utils.formatdate(second, localtime=True))
-    return _date_cache[1]
+    """RFC 5322 date-time in local time (cheap: not worth a cache)."""
+    return email.utils.formatdate(int(now), localtime=True)
 
 
 def return_path(sender: str) -> bytes:

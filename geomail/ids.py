@@ -7,7 +7,9 @@ import os
 import time
 
 # Milliseconds first, so ids sort by age; then a random per-process prefix and a counter, so
-# ids are unique without a system call each (unlike os.urandom per id).
+# ids are unique without a system call each (unlike os.urandom per id). Process-wide on
+# purpose: uniqueness is per process, whichever App (or CLI command) makes the id; a counter
+# per App would give two Apps in one process the same ids. Nothing reads it back.
 _PROCESS = os.urandom(2).hex()
 _COUNTER = itertools.count(1)
 

@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 EVENT_FIELDS = "geomail_fields"
 EVENT_NAME = "geomail_event"
@@ -59,22 +59,28 @@ def event(logger: logging.Logger, level: int, name: str, /, *, exc_info: bool = 
         # The message is the whole key=value text, so any handler (pytest's, syslog's) shows
         # the fields; the JSON formatter takes them from the record.
         text = " ".join([name, *(f"{k}={render_value(v)}" for k, v in clean.items())])
-        logger.log(level, text, exc_info=exc_info,
-                   extra={EVENT_FIELDS: clean, EVENT_NAME: name})
+        # Made here rather than by logger.log, which walks the stack to find the caller: a
+        # file and line nobody prints, and without patching logging's private ``_srcfile``.
+        record = logger.makeRecord(logger.name, level, "", 0, text, (),
+                                   sys.exc_info() if exc_info else None,
+                                   extra={EVENT_FIELDS: clean, EVENT_NAME: name})
+        logger.handle(record)
 
 
-_second: tuple[int, str] = (-1, "")
+class _Timestamps(logging.Formatter):
+    """A formatter that renders ``record.created`` as UTC with milliseconds, calling
+    strftime once per second, not once per line."""
+
+    _second: tuple[int, str] = (-1, "")
+
+    def timestamp(self, record: logging.LogRecord) -> str:
+        whole = int(record.created)
+        if self._second[0] != whole:
+            self._second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+        return f"{self._second[1]}.{int(record.msecs):03d}Z"
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    global _second
-    whole = int(record.created)
-    if _second[0] != whole:  # strftime once per second, not once per line
-        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int(record.msecs):03d}Z"
-
-
-class KeyValueFormatter(logging.Formatter):
+class KeyValueFormatter(_Timestamps):
     """``2026-11-29T13:39:19.123Z INFO accepted id=... from=<...>``"""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -85,7 +91,7 @@ class KeyValueFormatter(logging.Formatter):
             text = _escape_control(text)
         if record.exc_info:
             text += _traceback(self.formatException(record.exc_info))
-        return f"{_timestamp(record)} {record.levelname} {text}"
+        return f"{self.timestamp(record)} {record.levelname} {text}"
 
 
 def _traceback(text: str) -> str:
@@ -94,12 +100,12 @@ def _traceback(text: str) -> str:
     return "".join(f"\n  | {_escape_control(line)}" for line in text.splitlines())
 
 
-class JSONFormatter(logging.Formatter):
+class JSONFormatter(_Timestamps):
     """One JSON object per line: ts, level, event (or msg) and the event's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] | None = getattr(record, EVENT_FIELDS, None)
-        data: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower()}
+        data: dict[str, Any] = {"ts": self.timestamp(record), "level": record.levelname.lower()}
         if fields is not None:
             data["event"] = getattr(record, EVENT_NAME, record.getMessage())
             for key, val in fields.items():
@@ -112,7 +118,7 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-class BatchingHandler(logging.StreamHandler):
+class BatchingHandler(logging.StreamHandler[TextIO]):
     """Writes log lines in batches: under load a busy server logs several lines per message,
     and one write(2) per line would cost as much as the mail itself. The lines logged during
     one turn of the event loop go out together at its end; warnings and errors at once."""
@@ -156,9 +162,3 @@ def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Records need no caller, thread or process: computing them (a stack walk, a fake thread
-    # object per greenlet under gevent) cost more than the rest of a log line.
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False

@@ -13,9 +13,11 @@ from typing import Protocol
 from argon2.exceptions import InvalidHashError, VerificationError
 from gevent.lock import BoundedSemaphore
 
-from geomail import metrics, passwords
+from geomail import passwords
 from geomail.config import Limits
 from geomail.log import event
+from geomail.metrics import Metrics
+from geomail.safeio import HASH_NICE, Runner, ThreadRunner
 from geomail.throttle import MAX_TRACKED_CLIENTS, LoginThrottle, clip
 from geomail.userdb import UserDB
 
@@ -62,8 +64,12 @@ class Authenticator:
     def __init__(self, userdb: UserDB, limits: Limits,
                  clock: Callable[[], float] = time.monotonic, *,
                  max_parallel: int | None = None,
-                 max_tracked: int = MAX_TRACKED_CLIENTS) -> None:
+                 max_tracked: int = MAX_TRACKED_CLIENTS,
+                 hashing: Runner | None = None, metrics: Metrics | None = None) -> None:
         self._userdb = userdb
+        # The App passes its Workers.hash pool and registry; alone (tests), it has its own.
+        self._hashing = hashing or ThreadRunner(2, nice=HASH_NICE)
+        self._metrics = metrics if metrics is not None else Metrics()
         self._throttle = LoginThrottle(limits, clock, max_tracked=max_tracked)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self._cpu = BoundedSemaphore(max_parallel or cpus or 2)
@@ -89,7 +95,7 @@ class Authenticator:
         key = throttle.client_key(client_ip)
         client = throttle.reserve(key)
         if client is None:
-            _log_failure(client_ip, username, "blocked")
+            self._log_failure(client_ip, username, "blocked")
             return AuthResult(False, None, True, "blocked")
         try:
             result = self._check(username, password)
@@ -99,7 +105,7 @@ class Authenticator:
                 event(log, logging.INFO, "auth-ok", client=clip(client_ip, 64),
                       user=result.user)
             else:
-                _log_failure(client_ip, username, result.reason)
+                self._log_failure(client_ip, username, result.reason)
                 throttle.record_failure(client, client_ip, now)
         finally:  # counted before waiters look again, so they see this failure
             throttle.release(client)
@@ -116,10 +122,10 @@ class Authenticator:
             stored = self._dummy_hash
         with self._cpu:
             try:
-                ok = passwords.run_hash(passwords.verify, stored, password)
+                ok = self._hashing(passwords.verify, stored, password)
             except (InvalidHashError, VerificationError):
                 # same cost as a real check
-                passwords.run_hash(passwords.verify, self._dummy_hash, password)
+                self._hashing(passwords.verify, self._dummy_hash, password)
                 ok, reason = False, "bad-hash"
                 event(log, logging.ERROR, "auth-config-error", user=clip(username),
                       problem="malformed-password-hash")
@@ -127,10 +133,9 @@ class Authenticator:
             return AuthResult(True, user.address, False, "ok")
         return AuthResult(False, None, False, reason)
 
-
-def _log_failure(client_ip: str, username: str, reason: str) -> None:
-    # One line per failure for fail2ban (conf/fail2ban/filter.d/geomail.conf); client first,
-    # so nothing a client sends comes before the part the filter matches.
-    metrics.inc("geomail_auth_failures_total")
-    event(log, logging.WARNING, "auth-failed",
-          client=clip(client_ip, 64), user=clip(username), reason=reason)
+    def _log_failure(self, client_ip: str, username: str, reason: str) -> None:
+        # One line per failure for fail2ban (conf/fail2ban/filter.d/geomail.conf); client
+        # first, so nothing a client sends comes before the part the filter matches.
+        self._metrics.inc("geomail_auth_failures_total")
+        event(log, logging.WARNING, "auth-failed",
+              client=clip(client_ip, 64), user=clip(username), reason=reason)

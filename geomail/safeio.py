@@ -10,10 +10,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in gevent's threadpool so the hub keeps serving other connections.
+Runner = Callable[..., Any]  # runner(fn, *args) -> fn(*args), run off the hub
 
-    """
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in gevent's threadpool so the hub keeps serving other connections
+    (its size is ``limits.io_threads``: ``Workers.start`` sets it)."""
     import gevent
 
     # ThreadPool.apply runs inline when called from a worker thread, so nesting is safe.
@@ -21,23 +23,67 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     return result
 
 
-READ_THREADS = 2
-_read_pool: Any = None
+class ThreadRunner:
+    """A ``Runner`` with threads of its own (started on first use); ``nice`` > 0 runs each
+    call at that lower CPU priority."""
 
-
-def run_reading(fn: Callable[..., T], *args: Any) -> T:
-    """``run_blocking`` for reads of mailboxes, in a separate pool of ``READ_THREADS`` threads.
-
-    Reading many small messages is mostly Python work that holds the GIL; spread over the
-    main pool's many threads (sized for fsyncs, which wait in the kernel) it would make the
-    hub wait for the GIL at every switch. Two threads keep the disk busy without that."""
-    global _read_pool
-    if _read_pool is None:
+    def __init__(self, threads: int, nice: int = 0) -> None:
         from gevent.threadpool import ThreadPool
 
-        _read_pool = ThreadPool(READ_THREADS)
-    result: T = _read_pool.apply(fn, args)
-    return result
+        self._pool = ThreadPool(threads)
+        self._nice = nice
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._nice:
+            niced: T = self._pool.apply(_niced, (self._nice, fn, *args))
+            return niced
+        result: T = self._pool.apply(fn, args)
+        return result
+
+    def close(self) -> None:
+        """Stop the threads (calls still queued are dropped)."""
+        self._pool.kill()
+
+
+def _niced(level: int, fn: Callable[..., T], *args: Any) -> T:
+    # On Linux, PRIO_PROCESS with who=0 sets the calling thread's nice value only.
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, 0) < level:
+            os.setpriority(os.PRIO_PROCESS, 0, level)
+    return fn(*args)
+
+
+HASH_NICE = 10  # hashing threads yield the CPU to the hub, so other sessions stay prompt
+
+
+class Workers:
+    """The thread pools of one App, sized from ``limits``:
+
+    - ``io_threads``: gevent's own threadpool (``run_blocking``), for file writes and fsyncs;
+      they wait in the kernel, so many run in parallel (the disk merges their flushes).
+    - ``read``: mailbox reads. Reading many small messages is mostly Python work that holds
+      the GIL; spread over the main pool's many threads it would make the hub wait for the
+      GIL at every switch. Two threads keep the disk busy without that.
+    - ``hash``: argon2 password checks, at nice ``HASH_NICE``. A login costs tens of ms of CPU;
+      at normal priority the hub would wait behind it for a core and every other session's
+      replies would slow down (see bench/README.md, auth).
+    """
+
+    def __init__(self, io_threads: int = 16, read_threads: int = 2,
+                 password_threads: int = 2) -> None:
+        self.io_threads = io_threads
+        self.read = ThreadRunner(read_threads)
+        self.hash = ThreadRunner(password_threads, nice=HASH_NICE)
+
+    def start(self) -> None:
+        """Size gevent's threadpool (it belongs to the hub, which the process shares)."""
+        import gevent
+
+        gevent.get_hub().threadpool.maxsize = self.io_threads
+
+    def close(self) -> None:
+        self.read.close()
+        self.hash.close()
 
 
 def fsync_dir(path: str) -> None:

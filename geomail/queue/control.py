@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from geomail.log import event
+from geomail.units import KiB, MiB
 
 from .files import (
     QueueBusy,
@@ -35,7 +36,7 @@ from .queue import HELD_KEY, Queue
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
-MAX_REQUEST = 64 * 1024
+MAX_REQUEST = 64 * KiB
 OPS = ("list", "flush", "delete", "bounce")
 # C0, DEL, C1 and the Unicode line/paragraph separators and bidi overrides.
 _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -143,7 +144,7 @@ def request(path: str, message: Mapping[str, Any], timeout: float = 60.0) -> dic
         sock.connect(path)
         sock.sendall(_encode(message))
         with sock.makefile("rb") as reader:
-            line = reader.readline(64 * 1024 * 1024)
+            line = reader.readline(64 * MiB)
     finally:
         sock.close()
     if not line:

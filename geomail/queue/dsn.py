@@ -15,8 +15,9 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, make_msgid
 
 from geomail.proto.client import printable
+from geomail.units import KiB
 
-MAX_HEADER_BYTES = 64 * 1024  # of the original message, returned in text/rfc822-headers
+MAX_HEADER_BYTES = 64 * KiB  # of the original message, returned in text/rfc822-headers
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,21 +4,21 @@ and the operations the queue tools run directly on the files when no server is r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import logging
 import os
 from collections.abc import Iterator
 
-from geomail.envelope import Body
+from geomail.envelope import CHUNK_SIZE, Body
+from geomail.locks import try_lock
 from geomail.log import event
 from geomail.safeio import fsync_dir, write_atomic, write_file_synced
+from geomail.units import KiB
 
 from .item import FAILED, QueueItem, body_path, item_path, valid_id
 
 log = logging.getLogger(__name__)
 
-KiB = 1024
 MAX_HEAD = 64 * KiB
 HOLD_DIR = "hold"  # items set aside after repeated internal errors (never sent, never removed)
 
@@ -35,7 +35,7 @@ class QueuedBody:
     def __init__(self, path: str, size: int, crlf_size: int, eight_bit: bool) -> None:
         self.path, self.size, self.crlf_size, self.eight_bit = path, size, crlf_size, eight_bit
 
-    def chunks(self, chunk_size: int = 256 * KiB) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         with open(self.path, "rb") as handle:
             while chunk := handle.read(chunk_size):
                 yield chunk
@@ -74,12 +74,10 @@ def remove_item_files(directory: str, item_id: str) -> None:
 
 
 def lock_queue(directory: str) -> int:
-    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise QueueBusy(f"{directory} is in use by another geomail process") from None
+    """The descriptor holding the queue owner's lock, or raise ``QueueBusy`` (blocking)."""
+    fd = try_lock(os.path.join(directory, "lock"))
+    if fd is None:
+        raise QueueBusy(f"{directory} is in use by another geomail process")
     return fd
 
 

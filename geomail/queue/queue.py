@@ -13,13 +13,13 @@ from typing import Any, Protocol
 import gevent
 from gevent.event import Event
 
-from geomail import metrics
 from geomail.address import domain_of
 from geomail.config import RelayConfig
 from geomail.delivery import Courier, DeliveryError, Outcomes
 from geomail.envelope import Body
 from geomail.ids import new_id
 from geomail.log import event
+from geomail.metrics import Metrics
 from geomail.proto.client import printable
 from geomail.proto.hopcount import count_received
 from geomail.safeio import DirSyncer, run_blocking, write_atomic
@@ -108,7 +108,8 @@ class Queue:
                  expand: Callable[[str], Sequence[str]] | None = None,
                  postmaster: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, syncer: DirSyncer | None = None,
-                 on_event: EventHook | None = None, max_received: int | None = None) -> None:
+                 on_event: EventHook | None = None, max_received: int | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.directory = directory
         self.relay = relay
         self.hostname = hostname
@@ -120,6 +121,7 @@ class Queue:
         self.syncer = syncer or DirSyncer()
         self.on_event = on_event
         self.max_received = max_received  # more Received fields: a mail loop, bounced
+        self.metrics = metrics if metrics is not None else Metrics()  # the App's registry
         self._entries: dict[str, _Entry] = {}
         self._held: dict[str, QueueItem] = {}  # set aside in hold/, shown by items()
         self._stopping = False
@@ -276,7 +278,7 @@ class Queue:
         error = printable(f"{type(exc).__name__}: {exc}")[:500]
         event(log, logging.ERROR, "queue-item-error", id=item.id, errors=errors, error=error,
               exc_info=True)
-        metrics.inc("geomail_queue_item_errors_total")
+        self.metrics.inc("geomail_queue_item_errors_total")
         if errors >= self.relay.max_item_errors:
             try:
                 self._hold(entry, f"{errors} internal errors in a row, the last: {error}")

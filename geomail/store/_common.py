@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import os
@@ -12,13 +11,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import run_blocking, run_reading
+from geomail.locks import try_lock
+from geomail.safeio import Runner, run_blocking
+from geomail.units import KiB, MiB
 
-KiB = 1024
 CHUNK = 256 * KiB  # messages below this are read in one go; larger ones are streamed in CHUNKs
 READ_AHEAD = 512 * KiB  # at most this much of the following small messages is read ahead
-_WRITE_BATCH = 1024 * KiB
+_WRITE_BATCH = MiB
 _IOV_MAX = 512
+MAX_REMEMBERED = 100_000  # mailbox names whose paths a store keeps worked out
 
 _UID_OK = re.compile(r"[\x21-\x7e]{1,70}")
 T = TypeVar("T")
@@ -56,6 +57,27 @@ def mkdir(path: str) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def make_dirs(top: str, *chain: str) -> list[str]:
+    """Create ``top`` (parents included), then each of ``chain``, each inside the one before;
+    the directories whose entries changed, for the caller to fsync (blocking)."""
+    created: list[str] = []
+    if not os.path.isdir(top):
+        os.makedirs(top, 0o700, exist_ok=True)
+        created.append(os.path.dirname(top))
+    for directory in chain:
+        if mkdir(directory):
+            created.append(os.path.dirname(directory))
+    return created
+
+
+def remember(cache: dict[str, T], key: str, value: T) -> T:
+    """``cache[key] = value``, the cache emptied first once it holds ``MAX_REMEMBERED``."""
+    if len(cache) >= MAX_REMEMBERED:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def unlink_quietly(path: str) -> None:
@@ -108,20 +130,11 @@ def write_chunks(fd: int, head: bytes, chunks: Iterable[bytes]) -> int:
 
 
 def lock_session(path: str) -> int:
-    """Open and flock ``path`` for a POP3 session, or raise ``MailboxBusy`` (blocking).
-
-    flock locks belong to the open file, so a second session in this process is refused too,
-    and the kernel drops the lock when the process dies, even by SIGKILL.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MailboxBusy("mailbox in use by another session") from None
-    except BaseException:
-        os.close(fd)
-        raise
+    """The descriptor holding ``path``'s lock for a POP3 session, or raise ``MailboxBusy``
+    (blocking; a second session in this process is refused too)."""
+    fd = try_lock(path)
+    if fd is None:
+        raise MailboxBusy("mailbox in use by another session")
     return fd
 
 
@@ -159,11 +172,13 @@ class ReadAhead:
     threadpool call: a round trip to the pool costs more than reading a 10 KiB file, so a
     pipelined RETR of many messages would otherwise be bound by the pool, not by the disk."""
 
-    __slots__ = ("_cache", "_next", "_read", "_sizes", "_window")
+    __slots__ = ("_cache", "_next", "_read", "_reader", "_sizes", "_window")
 
-    def __init__(self, sizes: Sequence[int | None], read: Callable[[int], bytes]) -> None:
+    def __init__(self, sizes: Sequence[int | None], read: Callable[[int], bytes],
+                 reader: Runner = run_blocking) -> None:
         self._sizes = sizes  # stored octets per message; None: unknown (not read ahead)
         self._read = read  # blocking: one whole small message
+        self._reader = reader  # the read pool (Workers.read)
         self._cache: dict[int, bytes] = {}
         self._next = 0
         self._window = 1
@@ -188,7 +203,7 @@ class ReadAhead:
                     total += size
             else:
                 self._window = 1
-            results = run_reading(self._read_batch, batch)
+            results = self._reader(self._read_batch, batch)
             data = results[0]
             self._cache = dict(zip(batch[1:], results[1:], strict=False))
         self._next = index + 1
@@ -204,13 +219,28 @@ class ReadAhead:
         return results
 
 
+def read_message(ahead: ReadAhead, index: int,
+                 stream: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
+    """A maildrop message: small ones whole from ``ahead``, others from ``stream()``; an
+    ``OSError`` becomes a ``StoreError``."""
+    try:
+        if ahead.small(index):
+            if data := ahead.get(index):
+                yield data
+            return
+        yield from stream()
+    except OSError as exc:
+        raise os_error("read message", exc) from exc
+
+
 def stream_fd(fd: int, offset: int, length: int | None,
-              transform: Callable[[bytes], bytes] | None = None) -> Iterator[bytes]:
+              transform: Callable[[bytes], bytes] | None = None,
+              reader: Runner = run_blocking) -> Iterator[bytes]:
     """``length`` octets of ``fd`` from ``offset`` (to EOF if None) in CHUNKs, each passed
     through ``transform`` in the threadpool; cooperative."""
     while length is None or length > 0:
         want = CHUNK if length is None else min(CHUNK, length)
-        raw_len, data = run_reading(_pread, fd, want, offset, transform)
+        raw_len, data = reader(_pread, fd, want, offset, transform)
         if raw_len == 0:
             if length:
                 raise StoreError("message truncated on disk")

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from geomail.store._common import valid_uid
+from geomail.units import KiB, MiB
 
 MAGIC = b"geomail-mbox-index 1"
 State = tuple[int, int, int]  # inode, size, mtime_ns of the mbox
@@ -119,7 +120,7 @@ class Quoter:
         return self.raw_len + self.lines
 
     def pieces(self, prefix: bytes, chunks: Iterable[bytes],
-               batch: int = 64 * 1024) -> Iterator[bytes]:
+               batch: int = 64 * KiB) -> Iterator[bytes]:
         rewriter = LineRewriter(QUOTE, rb">\1")
         last = b"\n"
         pending = [prefix]
@@ -255,7 +256,7 @@ def scan(fd: int, old: list[Entry]) -> list[Entry]:
     for entry in old:
         reuse[entry.digest].append(entry.uid)
     entries: list[Entry] = []
-    reader = io.BufferedReader(io.FileIO(fd, "rb", closefd=False), 1024 * 1024)
+    reader = io.BufferedReader(io.FileIO(fd, "rb", closefd=False), MiB)
     reader.seek(0)
     offset = 0
     current: _Scanning | None = None

@@ -14,15 +14,18 @@ import gevent
 
 from geomail.envelope import Body
 from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import DirSyncer, fsync_dir, run_blocking, run_reading
+from geomail.safeio import DirSyncer, Runner, fsync_dir, run_blocking
 from geomail.store._common import (
     CHUNK,
     ReadAhead,
     close_quietly,
     digest,
     lock_session,
+    make_dirs,
     mkdir,
     os_error,
+    read_message,
+    remember,
     run_claimed,
     split_mailbox,
     stream_fd,
@@ -37,8 +40,12 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _SUBDIRS = ("tmp", "new", "cur")
 _TIME = re.compile(r"(\d+)\.([^.]*)")
 _USEC = re.compile(r"M(\d+)")
+# Process-wide on purpose: the Q field counts this process's deliveries (the P field names the
+# process), so two stores in one process must not restart it; R is random per name (seeded
+# once: an os.urandom per message is a system call each). Neither carries state anything
+# reads back.
 _counter = itertools.count(1)
-_random = random.Random(os.urandom(16))  # R field; os.urandom per message costs ~20 us
+_random = random.Random(os.urandom(16))
 
 
 class MaildirStore:
@@ -49,7 +56,8 @@ class MaildirStore:
     A POP3 session flocks ``<maildir>/geomail-pop3.lock``.
     """
 
-    def __init__(self, path: str, hostname: str, dir_syncer: DirSyncer | None = None) -> None:
+    def __init__(self, path: str, hostname: str, dir_syncer: DirSyncer | None = None,
+                 reader: Runner = run_blocking) -> None:
         self.path = os.path.abspath(path)
         self.hostname = hostname
         self._host = hostname.replace("/", "\\057").replace(":", "\\072")
@@ -57,16 +65,15 @@ class MaildirStore:
         self._roots: dict[str, str] = {}  # mailbox -> maildir, validated
         self._ready: set[str] = set()  # maildirs whose tmp/new/cur were seen or made
         self._held: set[str] = set()  # maildirs with a POP3 session in this process
+        self._reader = reader  # the App's read pool (Workers.read)
+        self._listings: Listings = {}  # see _listing
 
     def mailbox_path(self, mailbox: str) -> str:
         """The maildir of ``mailbox`` (not created); ``StoreError`` for an unsafe name."""
         root = self._roots.get(mailbox)
         if root is None:
             domain, local = split_mailbox(mailbox)
-            root = f"{self.path}/{domain}/{local}"
-            if len(self._roots) >= 100_000:
-                self._roots.clear()
-            self._roots[mailbox] = root
+            root = remember(self._roots, mailbox, f"{self.path}/{domain}/{local}")
         return root
 
     # ---- delivery -------------------------------------------------------------------------
@@ -132,15 +139,7 @@ class MaildirStore:
         return final
 
     def _make_maildir(self, root: str) -> None:
-        domain_dir = os.path.dirname(root)
-        created: list[str] = []  # directories whose entries changed: fsync them
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path, 0o700, exist_ok=True)
-            created.append(os.path.dirname(self.path))
-        if mkdir(domain_dir):
-            created.append(self.path)
-        if mkdir(root):
-            created.append(domain_dir)
+        created = make_dirs(self.path, os.path.dirname(root), root)  # to fsync
         if any([mkdir(f"{root}/{sub}") for sub in _SUBDIRS]):
             created.append(root)
         for directory in created:
@@ -166,15 +165,15 @@ class MaildirStore:
             raise MailboxBusy(f"{mailbox} is in use by another session")
         self._held.add(root)
         try:
-            lock_fd, found = run_claimed(_release_snapshot, _snapshot, root,
-                                         runner=run_reading)
+            lock_fd, found = run_claimed(_release_snapshot, _snapshot, root, self._listings,
+                                         runner=self._reader)
         except OSError as exc:
             self._held.discard(root)
             raise os_error(f"open {mailbox}", exc) from exc
         except BaseException:
             self._held.discard(root)
             raise
-        return MaildirDrop(self._held, root, lock_fd, found)
+        return MaildirDrop(self._held, root, lock_fd, found, self._reader)
 
 
 class _Found(NamedTuple):
@@ -185,11 +184,14 @@ class _Found(NamedTuple):
     stored: int | None  # octets on disk, if known without a stat
 
 
+Listings = dict[str, tuple[tuple[int, int], list[_Found]]]  # maildir -> (mtimes, listing)
+
+
 class MaildirDrop:
     """A POP3 session's snapshot of one Maildir, oldest message first."""
 
     def __init__(self, held: set[str], root: str, lock_fd: int | None,
-                 found: list[_Found]) -> None:
+                 found: list[_Found], reader: Runner = run_blocking) -> None:
         self.messages: Sequence[StoredMessage] = tuple(
             StoredMessage(f.uid, f.size, f.key) for f in found)
         self._held = held
@@ -197,7 +199,8 @@ class MaildirDrop:
         self._lock_fd = lock_fd
         self._keys = [f.key for f in found]  # updated when a message is found moved
         self._stored = [f.stored for f in found]
-        self._ahead = ReadAhead(self._stored, self._read_small)
+        self._reader = reader
+        self._ahead = ReadAhead(self._stored, self._read_small, reader)
         self._closed = False
 
     def read(self, index: int) -> Iterator[bytes]:
@@ -205,18 +208,14 @@ class MaildirDrop:
         self.messages[index]  # IndexError for a bad index
         if self._closed:
             raise StoreError("maildrop closed")
+        yield from read_message(self._ahead, index, lambda: self._stream(index))
+
+    def _stream(self, index: int) -> Iterator[bytes]:
+        fd = self._reader(self._open, index)
         try:
-            if self._ahead.small(index):
-                if data := self._ahead.get(index):
-                    yield data
-                return
-            fd = run_reading(self._open, index)
-            try:
-                yield from stream_fd(fd, 0, None)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise os_error("read message", exc) from exc
+            yield from stream_fd(fd, 0, None, reader=self._reader)
+        finally:
+            os.close(fd)
 
     def _read_small(self, index: int) -> bytes:
         fd = self._open(index)
@@ -307,30 +306,30 @@ class MaildirDrop:
             self._lock_fd = None
 
 
-def _snapshot(root: str) -> tuple[int | None, list[_Found]]:
+def _snapshot(root: str, listings: Listings) -> tuple[int | None, list[_Found]]:
     try:
         lock_fd = lock_session(f"{root}/{LOCK_NAME}")
     except FileNotFoundError:
         return None, []  # no mail delivered yet: an empty maildrop
     try:
-        return lock_fd, _listing(root)
+        return lock_fd, _listing(root, listings)
     except BaseException:
         os.close(lock_fd)
         raise
 
 
-# The last listing of each maildir, keyed by the modification times of new/ and cur/: a
-# mailbox unchanged since the last login is not listed and parsed again (20,000 messages
-# cost ~200 ms of Python). Only listings of directories quiet for LISTING_QUIET seconds are
-# kept, because a directory's mtime ticks coarsely and two changes may share one value.
-_listings: dict[str, tuple[tuple[int, int], list[_Found]]] = {}
 LISTING_QUIET = 2.0
 MAX_LISTINGS = 1000
 
 
-def _listing(root: str) -> list[_Found]:
+def _listing(root: str, listings: Listings) -> list[_Found]:
+    """The messages of ``root``. ``listings`` (the store's) holds the last listing of each
+    maildir, keyed by the modification times of new/ and cur/: a mailbox unchanged since the
+    last login is not listed and parsed again (a large maildir is slow to parse). Only
+    listings of directories quiet for LISTING_QUIET seconds are kept, because a directory's
+    mtime ticks coarsely and two changes may share one value."""
     key = (_mtime_ns(f"{root}/new"), _mtime_ns(f"{root}/cur"))
-    cached = _listings.get(root)
+    cached = listings.get(root)
     if cached is not None and cached[0] == key:
         return list(cached[1])
     found = []
@@ -349,9 +348,9 @@ def _listing(root: str) -> list[_Found]:
             found[i] = item._replace(uid=digest(item.key.encode("utf-8", "surrogateescape")))
         seen.add(found[i].uid)
     if time.time_ns() - max(key) > LISTING_QUIET * 1e9:
-        if len(_listings) >= MAX_LISTINGS:
-            _listings.clear()
-        _listings[root] = (key, found)
+        if len(listings) >= MAX_LISTINGS:
+            listings.clear()
+        listings[root] = (key, found)
     return list(found)
 
 

@@ -28,14 +28,16 @@ from gevent.lock import BoundedSemaphore
 
 from geomail.envelope import Body
 from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import fsync_dir, run_blocking, write_atomic
+from geomail.safeio import Runner, fsync_dir, run_blocking, write_atomic
 from geomail.store._common import (
     ChunkWriter,
     ReadAhead,
     close_quietly,
     lock_session,
-    mkdir,
+    make_dirs,
     os_error,
+    read_message,
+    remember,
     run_claimed,
     split_mailbox,
     stream_fd,
@@ -59,6 +61,7 @@ from geomail.store._mboxrd import (
     unquote,
 )
 from geomail.store.base import Copy, StoredMessage
+from geomail.units import MiB
 
 STALE_DOTLOCK = 300.0  # seconds; an older dotlock was left by a crashed program
 _BUSY = object()
@@ -90,7 +93,9 @@ class _Handle(NamedTuple):
 class MboxStore:
     """One mbox file per user, ``<path>/<domain>/<local>``."""
 
-    def __init__(self, path: str, hostname: str, lock_timeout: float = 20.0) -> None:
+    def __init__(self, path: str, hostname: str, lock_timeout: float = 20.0,
+                 reader: Runner = run_blocking) -> None:
+        self.reader = reader  # the App's read pool (Workers.read), for POP3 reads
         self.path = os.path.abspath(path)
         self.hostname = hostname
         self.lock_timeout = lock_timeout  # then "mailbox locked"
@@ -111,11 +116,9 @@ class MboxStore:
                 raise StoreError(f"invalid mailbox name {mailbox!r} (would be a dotlock)")
             directory = f"{self.path}/{domain}"
             mbox = f"{directory}/{local}"
-            target = _Target(mailbox, directory, mbox, f"{mbox}.lock",
-                             f"{directory}/.{local}.index", f"{directory}/.{local}.pop3.lock")
-            if len(self._targets) >= 100_000:
-                self._targets.clear()
-            self._targets[mailbox] = target
+            target = remember(self._targets, mailbox, _Target(
+                mailbox, directory, mbox, f"{mbox}.lock", f"{directory}/.{local}.index",
+                f"{directory}/.{local}.pop3.lock"))
         return target
 
     # ---- delivery -------------------------------------------------------------------------
@@ -180,12 +183,7 @@ class MboxStore:
                 _extend_index(target.index_file, entries, state, index)
 
     def _make_mbox(self, target: _Target) -> None:
-        created: list[str] = []  # directories whose entries changed: fsync them
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path, 0o700, exist_ok=True)
-            created.append(os.path.dirname(self.path))
-        if mkdir(target.directory):
-            created.append(self.path)
+        created = make_dirs(self.path, target.directory)  # to fsync
         try:
             os.close(os.open(target.mbox, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                              0o600))
@@ -335,7 +333,8 @@ class MboxDrop:
         self._session_fd = session_fd
         self._read_fd = read_fd  # the file as it was at the snapshot, even once replaced
         self._entries = entries
-        self._ahead = ReadAhead([entry.data_len for entry in entries], self._read_small)
+        self._ahead = ReadAhead([entry.data_len for entry in entries], self._read_small,
+                                store.reader)
         self._closed = False
 
     def read(self, index: int) -> Iterator[bytes]:
@@ -343,18 +342,16 @@ class MboxDrop:
         entry = self._entries[index]
         if self._closed or self._read_fd is None:
             raise StoreError("maildrop closed")
-        try:
-            if self._ahead.small(index):
-                if data := self._ahead.get(index):
-                    yield data
-                return
-            run_blocking(self._check_start, entry)
-            rewriter = LineRewriter(UNQUOTE, rb"\1")
-            yield from stream_fd(self._read_fd, entry.data_off, entry.data_len, rewriter.feed)
-            if tail := rewriter.flush():
-                yield tail
-        except OSError as exc:
-            raise os_error("read message", exc) from exc
+        yield from read_message(self._ahead, index, lambda: self._stream(entry))
+
+    def _stream(self, entry: Entry) -> Iterator[bytes]:
+        assert self._read_fd is not None
+        run_blocking(self._check_start, entry)
+        rewriter = LineRewriter(UNQUOTE, rb"\1")
+        yield from stream_fd(self._read_fd, entry.data_off, entry.data_len, rewriter.feed,
+                             self._store.reader)
+        if tail := rewriter.flush():
+            yield tail
 
     def _read_small(self, index: int) -> bytes:
         entry = self._entries[index]
@@ -493,7 +490,7 @@ def _current_entries(fd: int, target: _Target) -> list[Entry]:
 def _copy(src: int, dst: int, offset: int, length: int) -> int:
     done = 0
     while done < length:
-        data = os.pread(src, min(1024 * 1024, length - done), offset + done)
+        data = os.pread(src, min(MiB, length - done), offset + done)
         if not data:
             raise StoreError("mailbox changed on disk during the update")
         view = memoryview(data)

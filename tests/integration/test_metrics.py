@@ -1,4 +1,4 @@
-"""/metrics a Prometheus user can trust (issue 10 item 12): one series per name and label set,
+"""/metrics a Prometheus user can trust (text format 0.0.4): one series per name and label set,
 however many listeners of a kind; every known counter series exported at 0 from the start.
 The exposition is parsed strictly, as the text format 0.0.4 defines it."""
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tests.support import wait_for
 from tests.support.dialog import Dialog
+from tests.support.geomail import base_config, running_app
+from tests.support.smtp import send
 
 SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? "
                     r"(?P<value>[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|NaN|[-+]Inf))")
@@ -69,7 +71,7 @@ def s(name: str, **labels: str) -> Series:
 
 
 def test_two_listeners_of_a_kind_give_one_series_each(make_app) -> None:
-    """Prometheus text format 0.0.4 (a series is unique by name and labels) / issue 10 item 12:
+    """Prometheus text format 0.0.4 (a series is unique by name and labels):
     with two smtp and two submission listeners, geomail_connections_open{service=...} is one
     series per kind whose value is the sum of both listeners' open connections."""
     app = make_app(listen={"smtp": ["127.0.0.1:0", "127.0.0.1:0"], "http": ["127.0.0.1:0"],
@@ -89,7 +91,7 @@ def test_two_listeners_of_a_kind_give_one_series_each(make_app) -> None:
 
 def test_fresh_server_exports_every_known_counter_at_zero(make_app) -> None:
     """Prometheus instrumentation practice ("avoid missing metrics": export known label values
-    at 0) / issue 10 item 12: before any event, every counter series an operator alerts on
+    at 0): before any event, every counter series an operator alerts on
     exists at 0: connections per configured listener kind, refusals per kind and reason,
     messages by route, rejections by stage, deliveries by result, failed logins, TLS
     handshakes by result."""
@@ -117,8 +119,8 @@ def test_fresh_server_exports_every_known_counter_at_zero(make_app) -> None:
 
 
 def test_docs_list_every_metric(make_app) -> None:
-    """docs/logging.md's metrics table names exactly the families /metrics exports (issue 10
-    item 12: the operator's contract)."""
+    """docs/logging.md's metrics table names exactly the families /metrics exports (the
+    operator's contract)."""
     app = make_app(listen={"smtp": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]})
     port = app.ports["http"][0]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -127,3 +129,31 @@ def test_docs_list_every_metric(make_app) -> None:
     table = docs[docs.index("## Metrics"):]
     documented = set(re.findall(r"`(geomail_[a-z_]+)`", table))
     assert exported == documented
+
+
+ACCEPTED = s("geomail_messages_accepted_total", route="local")
+CONNECTIONS = s("geomail_connections_total", service="smtp")
+MESSAGE = b"Subject: counted\r\n\r\nhello\r\n"
+
+
+def test_two_apps_in_one_process_keep_their_own_metrics(make_app, tmp_path) -> None:
+    """No process-global state: each App owns its metrics registry.
+    Two Apps side by side in one process: a message accepted by one shows in its /metrics
+    only, creating the second does not reset the first, and a third App started and stopped
+    next to them resets neither."""
+    listen = {"smtp": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]}
+    first = make_app(listen=listen)
+    assert send(first.ports["smtp"][0], "a@remote.example", ["test1@test.com"], MESSAGE)[0] == 250
+    wait_for(lambda: scrape(first)[ACCEPTED] == 1, 10, message="the message counted")
+    second = make_app(listen=listen, data_dir=str(tmp_path / "second"))
+    assert (scrape(first)[ACCEPTED], scrape(first)[CONNECTIONS]) == (1, 1)
+    assert (scrape(second)[ACCEPTED], scrape(second)[CONNECTIONS]) == (0, 0)
+    for _ in range(2):
+        assert send(second.ports["smtp"][0], "b@remote.example", ["test1@test.com"],
+                    MESSAGE)[0] == 250
+    wait_for(lambda: scrape(second)[ACCEPTED] == 2, 10, message="both messages counted")
+    assert (scrape(first)[ACCEPTED], scrape(first)[CONNECTIONS]) == (1, 1)
+    with running_app(base_config(tmp_path, listen=listen, data_dir=str(tmp_path / "third"))):
+        pass
+    assert (scrape(first)[ACCEPTED], scrape(second)[ACCEPTED]) == (1, 2)
+    assert (scrape(first)[CONNECTIONS], scrape(second)[CONNECTIONS]) == (1, 2)
