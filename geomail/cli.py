@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from geomail import __version__, log
 from geomail.config import Config, check_files, load_config
@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"geomail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+                config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if config:
             p.add_argument("-c", "--config", default=DEFAULT_CONFIG,

@@ -46,7 +46,7 @@ def dkim_signature(message: bytes, selector: bytes, domain: bytes, key: rsa.RSAP
     relaxed), include_headers=include, linesep=b"\\n")`` returns (tests/unit/test_dkim.py checks
     it): the same tags in the same order, parsed, canonicalized, hashed and folded by dkimpy's
     own functions. Only the RSA step (RFC 8017 8.2.1) differs: OpenSSL's, through
-    ``cryptography``, which releases the GIL, where dkimpy's two pure-Python ~4 ms big-integer
+    ``cryptography``, which releases the GIL, where dkimpy's two pure-Python big-integer
     powers held it and stalled the hub even from the threadpool. dkimpy's module is not patched.
     Raises ``dkim.DKIMException`` for a malformed header section."""
     headers, body = dkimpy.rfc822_parse(message)
@@ -66,7 +66,8 @@ def dkim_signature(message: bytes, selector: bytes, domain: bytes, key: rsa.RSAP
     signature = key.sign(hasher.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
     fields[-1] = (b"b", base64.b64encode(signature))
     value = b"; ".join(b"=".join(f) for f in fields) + b"\n"
-    return _FIELD + b": " + dkimpy.fold(value, namelen=len(_FIELD), linesep=b"\n")
+    folded: bytes = dkimpy.fold(value, namelen=len(_FIELD), linesep=b"\n")
+    return _FIELD + b": " + folded
 
 
 class DKIMSigner:

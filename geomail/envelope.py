@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-KiB = 1024
+from geomail.units import KiB
+
+CHUNK_SIZE = 256 * KiB  # what a Body yields at a time unless asked otherwise
 
 
 @dataclass(slots=True)
@@ -31,5 +33,5 @@ class Body(Protocol):
     def crlf_size(self) -> int:
         """Octets as transmitted (CRLF line endings): what SIZE and POP3 LIST count."""
 
-    def chunks(self, chunk_size: int = 256 * KiB) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """The content, in order (blocking: read it in the threadpool)."""

@@ -71,7 +71,8 @@ def before_privilege_drop(threadpool_size: int) -> None:
     import dns.rdatatype
 
     for rdtype in RECORD_TYPES:
-        dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        dns.rdata.get_rdata_class(  # type: ignore[no-untyped-call]
+            dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
     for codec in ("idna", "utf-8", "ascii", "latin-1", "punycode"):
         "geomail.example".encode(codec)
     import gevent

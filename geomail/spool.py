@@ -14,9 +14,10 @@ import os
 import re
 from collections.abc import Iterator
 
+from geomail.envelope import CHUNK_SIZE
 from geomail.safeio import run_blocking
+from geomail.units import KiB
 
-KiB = 1024
 SPILL_BLOCK = 32 * KiB  # a spilled body writes once this much is buffered
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 
@@ -130,7 +131,7 @@ class Spool:
             self._parts = [b"".join(self._parts)]
         return self._parts[0] if self._parts else b""
 
-    def chunks(self, chunk_size: int = 256 * KiB) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """The content, in order (blocking when spilled)."""
         if self._fd is None:
             yield from self._parts
@@ -164,7 +165,7 @@ class BytesBody:
         self.size = len(data)
         self.crlf_size = self.size + data.count(b"\n")
 
-    def chunks(self, chunk_size: int = 256 * KiB) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         for start in range(0, len(self.data), chunk_size):
             yield self.data[start : start + chunk_size]
 

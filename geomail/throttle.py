@@ -19,7 +19,7 @@ from geomail.log import event
 
 log = logging.getLogger("geomail.auth")  # the fail2ban filter and docs/logging.md name it
 
-MAX_TRACKED_CLIENTS = 50_000  # throttle table entries (~300 bytes each) before evicting the oldest
+MAX_TRACKED_CLIENTS = 50_000  # clients tracked (bounded memory) before evicting the oldest
 _PRUNE_EVERY = 1024  # sweep expired throttle entries after this many attempts
 
 

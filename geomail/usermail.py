@@ -15,10 +15,11 @@ from geomail.dkim import DKIMError, DKIMSigner
 from geomail.log import event
 from geomail.safeio import run_blocking
 from geomail.spool import Spool
+from geomail.units import KiB
 
 log = logging.getLogger(__name__)
 
-HEADER_SCAN = 256 * 1024  # a header section longer than this is not looked at
+HEADER_SCAN = 256 * KiB  # a header section longer than this is not looked at
 
 
 def header_section(body: Spool) -> bytes:

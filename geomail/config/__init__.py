@@ -10,11 +10,9 @@ from geomail.config.objects import (
     STORE_FORMATS,
     Config,
     DKIMConfig,
-    KiB,
     Limits,
     ListenerConfig,
     LogConfig,
-    MiB,
     RelayConfig,
     SendmailConfig,
     SmarthostConfig,
@@ -31,8 +29,8 @@ from geomail.config.values import (
 from geomail.errors import ConfigError
 
 __all__ = [
-    "LISTENER_KINDS", "STORE_FORMATS", "Config", "ConfigError", "DKIMConfig", "KiB", "Limits",
-    "ListenerConfig", "LogConfig", "MiB", "RelayConfig", "SendmailConfig", "SmarthostConfig",
+    "LISTENER_KINDS", "STORE_FORMATS", "Config", "ConfigError", "DKIMConfig", "Limits",
+    "ListenerConfig", "LogConfig", "RelayConfig", "SendmailConfig", "SmarthostConfig",
     "StoreConfig", "TLSConfig", "UserConfig", "check_files", "load_config",
     "parse_config", "parse_duration", "parse_hostport", "parse_size",
 ]

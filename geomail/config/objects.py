@@ -7,8 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-KiB = 1024
-MiB = 1024 * KiB
+from geomail.units import MiB
 
 LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http")
 STORE_FORMATS = ("maildir", "mbox")
@@ -66,11 +65,17 @@ class Limits:
     max_auth_failures: int = 5  # failed logins per client IP before it is blocked
     auth_block_time: float = 900.0  # how long a blocked IP stays blocked
     tls_handshake_timeout: float = 30.0
+    policy_timeout: float = 60.0  # a policy call (login, message store) gets this, then 4xx
     shutdown_grace: float = 30.0  # SIGTERM: time in-flight sessions get to finish
     pop3_timeout: float = 600.0  # RFC 1939 3: autologout timer of at least 10 minutes
     max_connection_time: float = 3600.0  # total lifetime of one connection
     min_data_rate: int = 500  # octets/s of message data that earn more time (Postfix's default)
     spool_memory: int = 16 * MiB  # message bodies held in memory, all connections together
+    # The App's thread pools: file writes and fsyncs (they wait in the kernel, so many run at
+    # once), mailbox reads (Python work holding the GIL: few), argon2 (CPU: about one per core).
+    io_threads: int = 16
+    read_threads: int = 2
+    password_threads: int = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from geomail.address import domain_part, normalize_address, normalize_domain
 from geomail.config.objects import (
@@ -96,6 +96,7 @@ def _parse_limits(sec: _Section) -> Limits:
         tls_handshake_timeout=sec.get(
             "tls_handshake_timeout", _positive_duration, d.tls_handshake_timeout
         ),
+        policy_timeout=sec.get("policy_timeout", _positive_duration, d.policy_timeout),
         shutdown_grace=sec.get("shutdown_grace", parse_duration, d.shutdown_grace),
         pop3_timeout=sec.get("pop3_timeout", _positive_duration, d.pop3_timeout),
         max_connection_time=sec.get(
@@ -103,6 +104,9 @@ def _parse_limits(sec: _Section) -> Limits:
         ),
         min_data_rate=sec.get("min_data_rate", _int_range(0, 1_000_000_000), d.min_data_rate),
         spool_memory=sec.get("spool_memory", _positive_size, d.spool_memory),
+        io_threads=sec.get("io_threads", _int_range(1, 1024), d.io_threads),
+        read_threads=sec.get("read_threads", _int_range(1, 256), d.read_threads),
+        password_threads=sec.get("password_threads", _int_range(1, 256), d.password_threads),
     )
     sec.finish()
     return limits
@@ -267,18 +271,27 @@ def _parse_password(value: object) -> str:
     return value
 
 
-def _parse_users(sec: _Section, domains: tuple[str, ...]) -> dict[str, UserConfig]:
-    users: dict[str, UserConfig] = {}
-    for raw_address, spec in sec.raw.items():
-        sec.seen.add(raw_address)
-        path = sec.key_path(str(raw_address))
+def _local_keys(sec: _Section, parse: Callable[[object], str], domains: tuple[str, ...],
+                outside: str) -> Iterator[tuple[str, str, object]]:
+    """(key path, parsed key, value) for each key of ``sec``; a key ``parse`` refuses is
+    reported and skipped, one outside the local ``domains`` reported as ``outside``."""
+    for raw_key, value in sec.raw.items():
+        sec.seen.add(raw_key)
+        path = sec.key_path(str(raw_key))
         try:
-            address = _parse_mailbox_address(raw_address)
+            key = parse(raw_key)
         except ValueError as exc:
             sec.problems.append(f"{path}: {exc}")
             continue
-        if domain_part(address) not in domains:
-            sec.problems.append(f"{path}: the domain is not one of the local 'domains'")
+        if domain_part(key) not in domains:
+            sec.problems.append(f"{path}: {outside}")
+        yield path, key, value
+
+
+def _parse_users(sec: _Section, domains: tuple[str, ...]) -> dict[str, UserConfig]:
+    users: dict[str, UserConfig] = {}
+    for path, address, spec in _local_keys(sec, _parse_mailbox_address, domains,
+                                           "the domain is not one of the local 'domains'"):
         if address in users:
             sec.problems.append(f"{path}: duplicate user (addresses ignore case)")
         user = _Section(spec, path, sec.problems)
@@ -288,22 +301,18 @@ def _parse_users(sec: _Section, domains: tuple[str, ...]) -> dict[str, UserConfi
     return users
 
 
+def _parse_alias_key(raw: object) -> str:
+    """An alias key: an address, or ``@domain`` (a catch-all)."""
+    key = str(raw).strip()
+    if key.startswith("@"):
+        return "@" + _parse_domain(key[1:])
+    return _parse_mailbox_address(key)
+
+
 def _parse_aliases(sec: _Section, domains: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     aliases: dict[str, tuple[str, ...]] = {}
-    for raw_key, targets in sec.raw.items():
-        sec.seen.add(raw_key)
-        path = sec.key_path(str(raw_key))
-        key = str(raw_key).strip()
-        try:
-            if key.startswith("@"):
-                key = "@" + _parse_domain(key[1:])
-            else:
-                key = _parse_mailbox_address(key)
-        except ValueError as exc:
-            sec.problems.append(f"{path}: {exc}")
-            continue
-        if domain_part(key) not in domains:
-            sec.problems.append(f"{path}: aliases are for the local 'domains' only")
+    for path, key, targets in _local_keys(sec, _parse_alias_key, domains,
+                                          "aliases are for the local 'domains' only"):
         items = targets if isinstance(targets, list) else [targets]
         expanded = []
         for i, target in enumerate(items):

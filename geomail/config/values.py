@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from geomail.address import domain_part, local_part, normalize_address, normalize_domain
-from geomail.config.objects import KiB, MiB
+from geomail.units import GiB, KiB, MiB
 
 T = TypeVar("T")
 
 _SIZE_UNITS = {
     "": 1, "b": 1, "k": KiB, "kb": 1000, "kib": KiB, "m": MiB, "mb": 1000**2, "mib": MiB,
-    "g": 1024 * MiB, "gb": 1000**3, "gib": 1024 * MiB,
+    "g": GiB, "gb": 1000**3, "gib": GiB,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

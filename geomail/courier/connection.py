@@ -17,10 +17,11 @@ from geomail.log import event
 from geomail.proto.client import Extensions, MalformedReply, ReplyParser, ServerReply, parse_ehlo
 from geomail.proto.dotwriter import DotWriter
 from geomail.safeio import run_blocking
+from geomail.units import KiB
 
 log = logging.getLogger(__name__)
 
-_SMALL_BODY = 256 * 1024  # read in one threadpool call; larger bodies are read chunk by chunk
+_SMALL_BODY = 256 * KiB  # read in one threadpool call; larger bodies are read chunk by chunk
 
 
 class ConnectionLost(DeliveryError):
@@ -77,19 +78,13 @@ class OutboundSMTP:
         return f"{self.name} [{self.address}]:{self.port}"
 
     @classmethod
-    def open(cls, name: str, address: str, port: int, timeouts: Timeouts) -> OutboundSMTP:
-        """Connect and read the greeting; raises ``ConnectionLost`` (a refusal included)."""
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(timeouts.connect)
-        try:
-            sock.connect((address, port))
-        except OSError as exc:
-            sock.close()
-            raise ConnectionLost(f"cannot connect to {name} [{address}]:{port}: "
-                                 f"{_describe(exc)}") from exc
-        conn = cls(sock, name, address, port, timeouts)
+    def open(cls, name: str, address: str, port: int, timeouts: Timeouts,
+             tls: ssl.SSLContext | None = None) -> OutboundSMTP:
+        """Connect (with TLS from the first byte when ``tls`` is given, RFC 8314 3.3) and read
+        the greeting; raises ``ConnectionLost`` (a refusal included)."""
+        conn = cls(connect(name, address, port, timeouts.connect), name, address, port, timeouts)
+        if tls is not None:
+            conn.wrap_tls(tls, name)
         greeting = conn.read_reply("greeting")
         if greeting.code != 220:
             conn.close(send_quit=greeting.code != 421)
@@ -286,6 +281,22 @@ class OutboundSMTP:
             if close is not None:
                 close()
         self.send(writer.finish(), "DATA", self.timeouts.data)
+
+
+def connect(name: str, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``address``:``port`` with Nagle off (commands are small and
+    pipelined); raises ``ConnectionLost`` naming ``name``."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+    except OSError as exc:
+        sock.close()
+        raise ConnectionLost(f"cannot connect to {name} [{address}]:{port}: "
+                             f"{_describe(exc)}") from exc
+    return sock
 
 
 def _read_all(body: Body) -> bytes:

@@ -32,7 +32,7 @@ def client_tls_context(verify: bool, cafile: str | None = None) -> ssl.SSLContex
     if verify:
         return ssl.create_default_context(cafile=cafile)
     # The same defaults without loading the system's CA bundle, which nothing here would
-    # consult: that load is ~50 ms of every start-up.
+    # consult and which is slow to load at every start-up.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -162,7 +162,7 @@ class SMTPCourier:
         conn: OutboundSMTP | None = None
         try:
             if smarthost and self.smarthost and self.smarthost.tls == "implicit":
-                conn = _open_implicit(name, address, port, self.timeouts, self.smarthost_tls)
+                conn = OutboundSMTP.open(name, address, port, self.timeouts, self.smarthost_tls)
             else:
                 conn = OutboundSMTP.open(name, address, port, self.timeouts)
             conn.hello(self.hostname)
@@ -273,28 +273,6 @@ class SMTPCourier:
 
 def _scan_eight_bit(body: Body) -> bool:
     return any(_EIGHT_BIT.search(chunk) for chunk in body.chunks())
-
-
-def _open_implicit(name: str, address: str, port: int, timeouts: Timeouts,
-                   context: ssl.SSLContext) -> OutboundSMTP:
-    """Connect with TLS from the first byte (RFC 8314 3.3), then read the greeting."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeouts.connect)
-    try:
-        sock.connect((address, port))
-    except OSError as exc:
-        sock.close()
-        raise ConnectionLost(f"cannot connect to {name} [{address}]:{port}: {exc}") from exc
-    conn = OutboundSMTP(sock, name, address, port, timeouts)
-    conn.wrap_tls(context, name)
-    greeting = conn.read_reply("greeting")
-    if greeting.code != 220:
-        conn.close()
-        raise ConnectionLost(f"{conn.remote_mta} refused service: {greeting}")
-    return conn
 
 
 def _resolve_host(host: str) -> list[str]:
