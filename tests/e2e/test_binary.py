@@ -145,9 +145,12 @@ def test_sighup_reloads_and_sigterm_drains(world: dict[str, Any], tmp_path: Path
         client.starttls(context=_client_context(world["tls"]["ca"]))
         client.login("carol@example.com", PASSWORD)
     idle = smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10)
-    idle.ehlo()
-    server.signal(signal.SIGTERM)
-    code, _ = idle.getreply()  # the drain tells idle sessions at once, unasked
+    try:
+        idle.ehlo()
+        server.signal(signal.SIGTERM)
+        code, _ = idle.getreply()  # the drain tells idle sessions at once, unasked
+    finally:
+        idle.close()
     assert code == 421
     assert server.proc is not None and server.proc.wait(20) == 0
     assert "stopped" in server.log()

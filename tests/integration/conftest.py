@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.support import free_port_on
+from tests.support.dns import Dnsmasq
 from tests.support.geomail import base_config, running_app
+from tests.support.outbound import make_zone
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +70,17 @@ def tls_app(make_app: Callable[..., Any], tls_files: dict[str, str]) -> Any:
             "submissions": ["127.0.0.1:0"], "pop3": ["127.0.0.1:0"], "pop3s": ["127.0.0.1:0"],
         },
     )
+
+
+@pytest.fixture(scope="module")
+def mx_port(request: pytest.FixtureRequest) -> int:
+    """A port free on every address of the test module's ``MX`` table (domain -> address)."""
+    return free_port_on(sorted(request.module.MX.values()))
+
+
+@pytest.fixture(scope="module")
+def zone(request: pytest.FixtureRequest) -> Iterator[Dnsmasq]:
+    """dnsmasq serving the test module's ``MX`` table (``make_zone``) for the module."""
+    server = make_zone(request.module.MX)
+    yield server
+    server.stop()

@@ -1,4 +1,4 @@
-"""Connection budgets per class of service and per client network (issue 10 item 3).
+"""Connection budgets per class of service and per client network (RFC 5321 4.2.3: 421 when over).
 
 Port 25 (anyone on the internet) and the users' ports (submission, POP3) have separate budgets;
 IPv6 clients are counted per /64; an over-limit client on an implicit-TLS port gets no plaintext.
@@ -41,10 +41,10 @@ def _refused_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_port_25_at_its_cap_leaves_users_their_logins(make_app, tls_files, client_tls):
-    """Issue 10 item 3 (Postfix keeps submission in its own master.cf service with its own
-    process limit): with port 25 full, in total and for 127.0.0.1, the same address still logs
-    in on 465 (RFC 8314 3.3 + RFC 4954 AUTH, smtplib) and submits, and on 110 (RFC 2595 STLS +
-    RFC 1939 USER/PASS, poplib) finds the message."""
+    """Postfix keeps submission in its own master.cf service with its own process limit; so does
+    geomail: with port 25 full, in total and for 127.0.0.1, the same address still logs in on 465
+    (RFC 8314 3.3 + RFC 4954 AUTH, smtplib) and submits, and on 110 (RFC 2595 STLS + RFC 1939
+    USER/PASS, poplib) finds the message."""
     app = make_app(tls=_tls(tls_files),
                    listen={"smtp": ["127.0.0.1:0"], "submissions": ["127.0.0.1:0"],
                            "pop3": ["127.0.0.1:0"]},
@@ -81,7 +81,7 @@ def test_port_25_at_its_cap_leaves_users_their_logins(make_app, tls_files, clien
 @pytest.mark.parametrize("kind", ["submissions", "pop3s"])
 def test_over_limit_on_implicit_tls_gets_no_plaintext(make_app, tls_files, client_tls, caplog,
                                                       kind):
-    """RFC 8314 3.3 (implicit TLS: TLS from the first byte) and issue 10 item 3: a
+    """RFC 8314 3.3 (implicit TLS: TLS from the first byte): a
     connection over the limit on 465/995 is closed at once without a byte (no plaintext 421 or
     -ERR); a TLS client sees the handshake fail; the refused line still says why."""
     caplog.set_level(logging.INFO, logger="geomail.mail")
@@ -145,7 +145,7 @@ def _greeting(sock: socket.socket) -> bytes:
 
 
 def test_ipv6_clients_counted_per_64(make_app, ipv6_site, caplog):
-    """Issue 10 item 3 (RFC 6177: a site gets a /64 or more, so one host can change address at
+    """RFC 6177 (a site gets a /64 or more, so one host can change address at
     will): with max_connections_per_ip 2, a third address of the same /64 gets 421 4.7.0 and the
     refused line names the /64; an address of another /64 is served."""
     caplog.set_level(logging.INFO, logger="geomail.mail")
@@ -171,7 +171,7 @@ def test_ipv6_clients_counted_per_64(make_app, ipv6_site, caplog):
 
 
 def test_ipv6_prefix_is_configurable(make_app, ipv6_site):
-    """Issue 10 item 3: with ``limits.ipv6_prefix: 128`` every IPv6 address counts alone, so
+    """RFC 6177 (``limits.ipv6_prefix: 128``): every IPv6 address counts alone, so
     three addresses of one /64 are served under max_connections_per_ip 2."""
     app = make_app(listen={"smtp": ["[::1]:0"]},
                    limits={"max_connections_per_ip": 2, "ipv6_prefix": 128})

@@ -1,4 +1,4 @@
-"""Deadlines, not idle timers (issue 10 item 2; RFC 5321 4.5.3.2, Postfix's
+"""Deadlines, not idle timers (RFC 5321 4.5.3.2, Postfix's
 ``smtpd_per_record_deadline``): a command line, a DATA body, a BDAT chunk and a POP3 command must
 arrive whole in time however the bytes trickle in, and every connection has a total lifetime
 (``limits.max_connection_time``). Each test bounds its own wait, so that on a server with idle
@@ -63,10 +63,10 @@ def test_trickled_command_line_is_cut_at_its_deadline(make_app):
 
 
 def test_deadline_survives_parking(make_app):
-    """Issue 10 item 2: the deadline is an absolute time, kept while the connection is parked
-    (a pause over PARK_AFTER) and woken: a line begun, paused 1.5 s, continued and left
-    unfinished is cut 2 s (``command_timeout``) after the previous reply, not 2 s after its
-    last byte."""
+    """RFC 5321 4.5.3.2 (Postfix's smtpd_per_record_deadline): the deadline is an absolute time,
+    kept while the connection is parked (a pause over PARK_AFTER) and woken: a line begun, paused
+    1.5 s, continued and left unfinished is cut 2 s (``command_timeout``) after the previous reply,
+    not 2 s after its last byte."""
     app = make_app(limits={"command_timeout": "2s"})
     with Dialog(app.ports["smtp"][0]) as smtp:
         smtp.greeting()
@@ -111,7 +111,7 @@ def test_trickled_bdat_chunk_is_cut_at_its_deadline(make_app):
 
 
 def test_large_message_at_a_normal_pace_is_not_cut(make_app):
-    """Issue 10 item 2 (Postfix's ``smtpd_min_data_rate``): the data deadline grows with the
+    """RFC 5321 4.5.3.2.5 (Postfix's ``smtpd_min_data_rate``): the data deadline grows with the
     data received, so a 3 MiB message sent at a steady pace that takes about twice
     ``data_timeout`` (1 s) is accepted and stored whole."""
     app = make_app(limits={"command_timeout": "10s", "data_timeout": "1s"})
@@ -135,7 +135,7 @@ def test_large_message_at_a_normal_pace_is_not_cut(make_app):
 
 
 def test_connection_lifetime_limit(make_app):
-    """Issue 10 item 2: every connection has a total lifetime (``limits.max_connection_time``);
+    """RFC 5321 4.5.3.2: every connection has a total lifetime (``limits.max_connection_time``);
     a client that keeps the session busy with a NOOP every 0.2 s, never near the command
     timeout, still gets 421 4.4.2 and is closed once the lifetime (1.5 s) is over."""
     app = make_app(limits={"command_timeout": "10s", "max_connection_time": "1.5s"})
@@ -170,7 +170,7 @@ def test_pop3_trickled_command_is_cut_at_its_deadline(make_app):
 
 
 def test_pop3_connection_lifetime_limit(make_app):
-    """Issue 10 item 2: the lifetime limit applies to POP3 too: a client sending CAPA every
+    """RFC 1939 3 (autologout): the lifetime limit applies to POP3 too: a client sending CAPA every
     0.2 s gets -ERR and the close once ``limits.max_connection_time`` (1.5 s) is over."""
     app = make_app(listen={"smtp": ["127.0.0.1:0"], "pop3": ["127.0.0.1:0"]},
                    limits={"pop3_timeout": "10s", "max_connection_time": "1.5s"})

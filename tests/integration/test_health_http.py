@@ -17,7 +17,8 @@ def get(port: int, path: str) -> tuple[int, str, str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
             return response.status, response.headers["Content-Type"], response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], error.read().decode()
+        with error:  # the error holds the response and its socket
+            return error.code, error.headers["Content-Type"], error.read().decode()
 
 
 @pytest.fixture
@@ -77,4 +78,5 @@ def test_other_paths_and_methods(http_app):
     request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", method="POST", data=b"")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
+    info.value.close()
     assert info.value.code == 405

@@ -1,4 +1,4 @@
-"""IDNA 2008 on the wire and in DNS (issue 10 item 15): ``faß`` is ``xn--fa-hia``, never
+"""IDNA 2008 on the wire and in DNS (RFC 5890-5891, UTS 46): ``faß`` is ``xn--fa-hia``, never
 ``fass`` (IDNA 2003), for local routing of RCPT and for the MX lookup of relayed mail. Real
 clients (smtplib with SMTPUTF8), a real dnsmasq and smtp-sink as the MX hosts."""
 
@@ -31,7 +31,7 @@ def rcpt_replies(port: int, recipients: list[str], *, login: bool = False) -> li
 
 
 def test_rcpt_u_label_and_a_label_reach_one_mailbox_and_not_fass(tmp_path: Path) -> None:
-    """RFC 5890 2.3.2.1 / RFC 6531 3.2 / issue 10 item 15: with ``faß.example`` configured,
+    """RFC 5890 2.3.2.1 / RFC 6531 3.2: with ``faß.example`` configured,
     ``user@faß.example`` (SMTPUTF8) and ``user@xn--fa-hia.example`` are the same local mailbox;
     ``user@fass.example`` is not ours (relay denied), as IDNA 2003 would have had it."""
     raw = base_config(tmp_path, domains=["test.com", "example.com", "faß.example"],
@@ -51,7 +51,7 @@ def test_rcpt_u_label_and_a_label_reach_one_mailbox_and_not_fass(tmp_path: Path)
 
 
 def test_rcpt_with_an_invalid_idn_gets_553(tmp_path: Path) -> None:
-    """RFC 5891 4.2 / RFC 5321 4.2.2 / issue 10 item 15: a recipient or sender domain that is
+    """RFC 5891 4.2 / RFC 5321 4.2.2: a recipient or sender domain that is
     not valid IDNA 2008 (a symbol, a misplaced joiner) gets a clear 553, for a client allowed
     to relay too; nothing is queued."""
     with running_app(base_config(tmp_path, listen={"submission": [
@@ -72,7 +72,7 @@ def mx_port() -> int:
 
 
 def test_relayed_mail_goes_to_the_mx_of_the_a_label(tmp_path: Path, mx_port: int) -> None:
-    """RFC 5321 5.1 with RFC 5891 5 / issue 10 item 15: mail for ``user@faß.test`` is relayed
+    """RFC 5321 5.1 with RFC 5891 5: mail for ``user@faß.test`` is relayed
     to the MX that DNS (dnsmasq) gives for ``xn--fa-hia.test`` and arrives there with the
     A-label recipient; the MX of ``fass.test`` gets nothing."""
     zone = make_zone(MX)

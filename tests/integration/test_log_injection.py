@@ -1,7 +1,7 @@
-"""No client can forge a log field or line (issue 10 item 11): what clients send (a HELO name, a
-sender address, a login name) holding `` client=6.6.6.6 ``, quotes, newlines, ESC, C1 controls
-or U+2028 comes out, in the text format, as one line whose fields are exactly the event's own,
-each value quoted and escaped; the JSON format carries the same fields with the same values.
+"""No client can forge a log field or line (docs/logging.md's format): what clients send (a HELO
+name, a sender address, a login name) holding `` client=6.6.6.6 ``, quotes, newlines, ESC, C1
+controls or U+2028 comes out, in the text format, as one line whose fields are exactly the event's
+own, each value quoted and escaped; the JSON format carries the same fields with the same values.
 Real SMTP sessions on loopback; the records are formatted by geomail's own formatters."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def app(make_app):
 
 
 def test_hostile_values_stay_inside_their_fields(app, caplog) -> None:
-    """Issue 10 item 11 / RFC 5321 4.1.2 and RFC 6531 3.3 (what a sender address may hold) /
+    """RFC 5321 4.1.2 and RFC 6531 3.3 (what a sender address may hold) /
     RFC 4616 (what a login name may hold): a HELO name, two sender addresses and a login name
     crafted to look like `` client=6.6.6.6 `` and a new log line are logged as values of their
     own fields: each text line parses to exactly the event's fields, with ``client`` the real

@@ -81,7 +81,7 @@ def test_500_sessions_progress_while_large_messages_are_written(make_app, monkey
 
 def test_dkim_signing_in_the_threadpool_leaves_the_hub_its_turns(tmp_path):
     """DKIM signing (RFC 6376 5) runs in the threadpool and its RSA step in OpenSSL, which
-    releases the GIL (DESIGN rule 2; issue 10 item 16): while 4 threads sign 40 messages, a
+    releases the GIL (DESIGN rule 2: no blocking the hub): while 4 threads sign 40 messages, a
     greenlet that sleeps 0.5 ms between turns gets them at least three times as often as while
     dkimpy's own pure-Python RSA signs the same messages (measured side by side, ~10x here)."""
     path = str(tmp_path / "example.com.key")

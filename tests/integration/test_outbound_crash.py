@@ -1,4 +1,4 @@
-"""Crash safety of the outbound queue (issue 5 item 1): ``geomail serve`` in a subprocess is
+"""Crash safety of the outbound queue (RFC 5321 6.1): ``geomail serve`` in a subprocess is
 killed with SIGKILL while mail waits for a down MX, and while a delivery is in flight; after a
 restart every recipient is delivered exactly once, counted at the receiving servers."""
 
@@ -9,47 +9,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port_on, wait_for
+from tests.support import wait_for
 from tests.support.geomail import GeomailProcess
 from tests.support.mta import SmtpdPeer, SmtpSink
 from tests.support.outbound import (
     mailbox,
-    make_zone,
     queue_items,
-    relay_settings,
+    sender_process_config,
     statuses,
     submit,
 )
-from tests.support.smtp import process_config
 
 pytestmark = pytest.mark.slow
 
 MX = {"one.test": "127.0.0.51", "two.test": "127.0.0.52", "fast.test": "127.0.0.53",
       "slow.test": "127.0.0.54"}
-LISTEN = {"smtp": ["127.0.0.1:0"],
-          "submission": [{"address": "127.0.0.1:0", "allow_plaintext_auth": True}]}
 MESSAGE = (b"From: Alice <alice@example.com>\r\nSubject: survives a crash\r\n"
            b"Date: Tue, 14 Nov 2023 22:13:20 +0100\r\nMessage-ID: <crash.1@client.example>\r\n"
            b"\r\nhello\r\n")
 
 
-@pytest.fixture(scope="module")
-def mx_port() -> int:
-    return free_port_on(sorted(MX.values()))
-
-
-@pytest.fixture(scope="module")
-def zone():
-    server = make_zone(MX)
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def server(tmp_path: Path, zone, mx_port: int):
     """``geomail serve`` for the sender (not started), stopped (or killed) at the end."""
-    config = process_config(tmp_path, listen=LISTEN,
-                            relay=relay_settings(zone, mx_port, data_timeout="30s"))
+    config = sender_process_config(tmp_path, zone, mx_port, data_timeout="30s")
     process = GeomailProcess(config)
     yield process
     if process.proc is not None and process.proc.poll() is None:
@@ -69,7 +52,7 @@ def delivered_locally(tmp_path: Path, address: str) -> int:
 def test_sigkill_with_mail_waiting_for_a_down_mx_loses_and_repeats_nothing(
         tmp_path, server, mx_port) -> None:
     """RFC 5321 4.5.4.1 and 6.1 (a server that said 250 is responsible for the message) /
-    issue 5 item 1: mail accepted while the MXes refuse connections is queued (the local copy
+    mail accepted while the MXes refuse connections is queued (the local copy
     delivered, the remote recipients deferred); after SIGKILL and a restart with the MXes up,
     each remote recipient is delivered exactly once and the local one is not stored again."""
     recipients = ["a@one.test", "b@one.test", "c@two.test", "bob@example.com"]
@@ -94,7 +77,7 @@ def test_sigkill_with_mail_waiting_for_a_down_mx_loses_and_repeats_nothing(
 
 def test_sigkill_during_a_delivery_resends_only_what_was_not_delivered(
         tmp_path, server, mx_port) -> None:
-    """RFC 5321 6.1 / issue 5 item 1 ("neither loses nor duplicates a recipient's delivery"):
+    """RFC 5321 6.1 (the queue neither loses nor duplicates a recipient's delivery):
     one message for two domains and a local user; fast.test's MX takes it at once while
     slow.test's MX holds the final dot unanswered. geomail records fast.test's delivery on
     disk without waiting for slow.test; SIGKILL it then, restart: slow.test gets the message,

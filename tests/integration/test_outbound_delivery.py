@@ -1,5 +1,5 @@
-"""Outbound relay through the whole App (issue 5): mail submitted by a user, forwarded by an
-alias or sent from a trusted network leaves through the queue, is found in DNS (dnsmasq) and
+"""Outbound relay through the whole App (RFC 5321 5.1, 4.5.4): mail submitted by a user, forwarded
+by an alias or sent from a trusted network leaves through the queue, is found in DNS (dnsmasq) and
 reaches real receiving servers on loopback: a second geomail as the MX (its Maildir shows what
 arrived), aiosmtpd, smtp-sink."""
 
@@ -17,7 +17,7 @@ import pytest
 
 from geomail.dkim import keygen
 from geomail.log import KeyValueFormatter
-from tests.support import free_port_on, wait_for
+from tests.support import wait_for
 from tests.support.geomail import running_app
 from tests.support.mta import SmtpdPeer, SmtpSink
 from tests.support.outbound import (
@@ -50,11 +50,6 @@ ADDED = re.compile(rb"Date: [^\n]+\nMessage-ID: <[^\n]+@mx\.test\.com>\n")
 
 def lf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
-
-
-@pytest.fixture(scope="module")
-def mx_port() -> int:
-    return free_port_on(sorted(MX.values()))
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +187,7 @@ def test_alias_to_a_remote_address_forwards_mail_from_anyone(sender, remote_mx) 
 
 @pytest.mark.parametrize("source", ["127.0.0.1", "127.0.0.3"])
 def test_client_in_allow_networks_relays_without_auth(sender, tmp_path, mx_port, source) -> None:
-    """Issue 5 item 9 / RFC 6409 8 / RFC 5321 3.6.2: a client whose address is in
+    """RFC 6409 8 / RFC 5321 3.6.2 (``relay.allow_networks``): a client whose address is in
     relay.allow_networks may relay on port 25 without AUTH (from 127.0.0.1, and from another
     loopback address); its mail is treated as a submission (Date and Message-ID added)."""
     app = sender(relay={"allow_networks": ["127.0.0.0/8"]})
@@ -215,7 +210,7 @@ def test_client_in_allow_networks_relays_without_auth(sender, tmp_path, mx_port,
 
 
 def test_address_outside_allow_networks_is_refused_relay(sender) -> None:
-    """Issue 5 item 9 / RFC 5321 3.6.2 and 4.2.2 (554 5.7.1): with allow_networks 10.0.0.0/8 a
+    """RFC 5321 3.6.2 and 4.2.2 (554 5.7.1): with allow_networks 10.0.0.0/8 a
     client from 127.0.0.1 is not trusted: a remote recipient gets 554 5.7.1 and nothing is
     queued; local recipients are still accepted."""
     app = sender(relay={"allow_networks": ["10.0.0.0/8"]})
@@ -231,8 +226,8 @@ def test_address_outside_allow_networks_is_refused_relay(sender) -> None:
 
 
 def test_allow_networks_is_checked_against_the_client_address(sender, mx_port) -> None:
-    """Issue 5 item 9 / RFC 5321 3.6.2: the check uses the address the client connects from:
-    with allow_networks 127.0.0.2/32, a client bound to 127.0.0.2 relays while one from
+    """RFC 5321 3.6.2 (``relay.allow_networks``): the check uses the address the client connects
+    from: with allow_networks 127.0.0.2/32, a client bound to 127.0.0.2 relays while one from
     127.0.0.1, on the same listener, gets 554 5.7.1."""
     app = sender(relay={"allow_networks": ["127.0.0.2/32"]})
     port = app.ports["smtp"][0]

@@ -1,4 +1,4 @@
-"""``geomail queue list|flush|delete ID|bounce ID -c FILE`` (issue 5 item 8) run as commands
+"""``geomail queue list|flush|delete ID|bounce ID -c FILE`` run as commands
 against a running ``geomail serve`` whose queued mail waits for an MX that refuses
 connections (until the test starts one)."""
 
@@ -8,37 +8,13 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.support import free_port_on, wait_for
+from tests.support import wait_for
 from tests.support.geomail import GeomailProcess
 from tests.support.mta import SmtpSink
-from tests.support.outbound import (
-    mailbox,
-    make_zone,
-    parse_report,
-    queue_items,
-    relay_settings,
-    submit,
-)
-from tests.support.smtp import process_config
+from tests.support.outbound import mailbox, parse_report, queue_items, sender_process_config, submit
 
 MX = {"down.test": "127.0.0.56"}
-LISTEN = {"smtp": ["127.0.0.1:0"],
-          "submission": [{"address": "127.0.0.1:0", "allow_plaintext_auth": True}]}
 MESSAGE = b"From: alice@example.com\r\nSubject: stuck\r\n\r\nwaiting\r\n"
-
-
-@pytest.fixture(scope="module")
-def mx_port() -> int:
-    return free_port_on(sorted(MX.values()))
-
-
-@pytest.fixture(scope="module")
-def zone():
-    server = make_zone(MX)
-    yield server
-    server.stop()
 
 
 def geomail(server: GeomailProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,12 +24,11 @@ def geomail(server: GeomailProcess, *args: str) -> subprocess.CompletedProcess[s
 
 
 def test_queue_tools_against_a_running_server(tmp_path: Path, zone, mx_port) -> None:
-    """Issue 5 item 8 / RFC 5321 4.5.4.1 (retry) / RFC 3464 (the bounce): ``queue list`` shows
+    """RFC 5321 4.5.4.1 (retry) / RFC 3464 (the bounce): ``queue list`` shows
     each item's id, age, sender, attempts, next attempt, and each recipient with its status
     and last error; ``delete`` drops an item without a DSN; ``bounce`` fails one and the
     sender gets a DSN; ``flush`` retries the rest now; unknown ids are errors (exit 1)."""
-    config = process_config(tmp_path, listen=LISTEN,
-                            relay=relay_settings(zone, mx_port, retry=["1h"]))
+    config = sender_process_config(tmp_path, zone, mx_port, retry=["1h"])
     server = GeomailProcess(config).start()
     data_dir = tmp_path / "data"
     try:

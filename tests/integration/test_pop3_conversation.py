@@ -252,7 +252,7 @@ def test_dele_then_dropped_connection_keeps(ports, how):
 
 
 def test_maildrop_snapshot_at_login(ports):
-    """RFC 1939 5 ("message numbers ... stay the same") and issue 4: the session works on the
+    """RFC 1939 5 ("message numbers ... stay the same"): the session works on the
     listing made at login; mail delivered meanwhile is not seen, survives the QUIT that deletes
     other messages, and appears at the next login."""
     deliver(ports, 2)
@@ -311,7 +311,7 @@ def test_concurrent_login_in_use(ports):
 
 
 def test_killed_client_lock_recovered(ports):
-    """Issue 4 / RFC 1939 8: a client that dies mid-session (connection reset) does not keep the
+    """RFC 1939 8: a client that dies mid-session (connection reset) does not keep the
     maildrop locked: the next login succeeds as soon as the server has seen the reset."""
     deliver(ports, 1)
     client = RawPOP3.connect(ports.pop3)
@@ -324,7 +324,7 @@ def test_killed_client_lock_recovered(ports):
 
 
 def test_silent_client_autologout_releases_lock(make_app, pop3_tls, store_format):
-    """RFC 1939 3 (inactivity autologout timer) and issue 4: a client that vanishes without a
+    """RFC 1939 3 (inactivity autologout timer): a client that vanishes without a
     reset holds the lock only until the autologout (``limits.pop3_timeout``); then it is told
     -ERR, disconnected without UPDATE, and the user can log in again."""
     app = make_app(**pop3_overrides(pop3_tls, store_format, limits={"pop3_timeout": "1s"}))
@@ -347,7 +347,7 @@ def test_silent_client_autologout_releases_lock(make_app, pop3_tls, store_format
 
 
 def test_failed_logins_throttled_and_logged(make_app, pop3_tls, store_format, caplog):
-    """RFC 3206 4/5 and issue 4: wrong passwords get ``-ERR [AUTH]``; after
+    """RFC 3206 4/5: wrong passwords get ``-ERR [AUTH]``; after
     ``limits.max_auth_failures`` the client IP is blocked: even the right password then gets
     ``-ERR [SYS/TEMP]`` and the connection closes, on this and on new connections. Each failure
     is logged with the client IP (for fail2ban), and so is the block."""
@@ -390,7 +390,7 @@ def test_unreadable_mailbox_is_sys_temp(pop3_app, store_format, caplog):
 
 @pytest.mark.parametrize("store_format", ["maildir"], indirect=True)
 def test_maildir_retrieved_moved_to_cur_seen(ports, pop3_app):
-    """Issue 4 (Maildir spec "info" 2,S): after QUIT the messages that were RETRieved move from
+    """Maildir spec ("info" 2,S): after QUIT the messages that were RETRieved move from
     new/ to cur/ with the S (seen) flag, so an IMAP server sees them as read; TOP alone does not
     count; the UIDLs stay the same."""
     deliver(ports, 3)

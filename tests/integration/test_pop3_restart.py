@@ -1,5 +1,5 @@
 """POP3 across restarts: UIDLs are persistent (RFC 1939 7) and a server killed with SIGKILL leaves
-no maildrop lock behind (issue 4); Maildir and mbox."""
+no maildrop lock behind (RFC 1939 8); Maildir and mbox."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_uidl_stable_across_restart(tmp_path, pop3_tls, store_format):
 
 
 def test_sigkill_leaves_no_lock(tmp_path, pop3_tls, store_format):
-    """Issue 4 / RFC 1939 8: a server process killed (SIGKILL) while a session holds the
+    """RFC 1939 8: a server process killed (SIGKILL) while a session holds the
     maildrop leaves no lock behind: after a restart the user logs in at once; the deletions of
     the killed session never reached UPDATE (RFC 1939 6), so every message is still there."""
     raw = pop3_config(tmp_path, pop3_tls, store_format)

@@ -1,5 +1,6 @@
 """Queue tools through the control socket of a running queue, and on the files when none runs
-(issue 5 item 8); the queued mail is deferred by a real MX that refuses connections."""
+(RFC 5321 4.5.4.1 retries, RFC 3464 bounces); the queued mail is deferred by a real MX that
+refuses connections."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import email
 import os
 import stat
 from email import policy
+from pathlib import Path
 
 import pytest
 
@@ -70,8 +72,8 @@ def bounces(data_dir: str) -> list[email.message.EmailMessage]:
     new = os.path.join(data_dir, "mail", "example.com", "alice", "new")
     if not os.path.isdir(new):
         return []
-    return [email.message_from_bytes(open(os.path.join(new, n), "rb").read(),
-                                     policy=policy.default) for n in sorted(os.listdir(new))]
+    return [email.message_from_bytes(Path(new, n).read_bytes(), policy=policy.default)
+            for n in sorted(os.listdir(new))]
 
 
 def test_tools_against_a_running_server(tmp_path, zone) -> None:

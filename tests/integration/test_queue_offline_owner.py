@@ -1,6 +1,7 @@
-"""Issue 10 item 9: the offline queue tools lose no mail. Run as another user than the queue's
-owner while the server is stopped, ``geomail queue flush|delete|bounce`` refuse, name the owner
-and touch no file; the server's start-up scan keeps a message whose item it cannot use."""
+"""The offline queue tools lose no mail (RFC 5321 6.1: accepted mail is not lost). Run as another
+user than the queue's owner while the server is stopped, ``geomail queue flush|delete|bounce``
+refuse, name the owner and touch no file; the server's start-up scan keeps a message whose item it
+cannot use."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def _snapshot(directory: Path) -> dict[str, tuple[bytes, int, int, int]]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
 @pytest.mark.parametrize("args", [["flush"], ["delete", ITEM_ID], ["bounce", ITEM_ID]])
 def test_offline_tools_refuse_another_users_queue(tmp_path: Path, args: list[str]) -> None:
-    """Issue 10 item 9 (root rewrote an item as root:0600, the server set it aside and deleted
-    its message): as root, on a stopped server's queue owned by ``nobody``, the tool exits 1,
-    says whom to run it as, and leaves every file as it was (content, owner, mode, mtime)."""
+    """RFC 5321 6.1 (no mail lost: once root rewrote an item as root:0600, and the server set it
+    aside and deleted its message): as root, on a stopped server's queue owned by ``nobody``, the
+    tool exits 1, says whom to run it as, and leaves every file as it was (content, owner, mode,
+    mtime)."""
     nobody = pwd.getpwnam("nobody")
     config = process_config(tmp_path)
     directory = _queue(tmp_path / "data")
@@ -55,9 +57,9 @@ def test_offline_tools_refuse_another_users_queue(tmp_path: Path, args: list[str
 
 
 def test_load_keeps_the_message_of_an_unusable_item(tmp_path: Path) -> None:
-    """Issue 10 item 9: a server starting on a queue whose item is damaged renames it ``.bad``
-    and keeps its message (it used to delete it as "message without item" at the next start),
-    over two restarts."""
+    """RFC 5321 6.1 (no mail lost): a server starting on a queue whose item is damaged renames it
+    ``.bad`` and keeps its message (it used to delete it as "message without item" at the next
+    start), over two restarts."""
     config = process_config(tmp_path, relay={"retry": ["1h"]})
     directory = _queue(tmp_path / "data")
     (directory / f"{ITEM_ID}.json").write_bytes(b'{"version": 1, "id": "torn')

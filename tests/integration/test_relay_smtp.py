@@ -213,8 +213,9 @@ def test_connection_reused_for_the_same_destination(courier, mx_port) -> None:
 
 
 def test_connections_bounded_per_domain(courier, mx_port) -> None:
-    """RFC 5321 4.5.3.1 spirit / issue 7: at most max_connections_per_domain connections to one
-    destination, however many messages are waiting for it."""
+    """RFC 5321 4.5.3.1 spirit / Postfix's default_destination_concurrency_limit: at most
+    max_connections_per_domain connections to one destination, however many messages are waiting for
+    it."""
     peak = []
     with SmtpSink("127.0.0.25", mx_port, ["-w", "1"]) as sink:
         c = courier(max_connections_per_domain=2, max_connections=10)

@@ -262,7 +262,7 @@ def test_data_line_length_boundary(smtp, store):
 
 def test_data_line_too_long(make_app):
     """RFC 5321 4.5.3.1.6, when configured (``limits.max_line_length: 1000``; the default is
-    no limit, issue 10 item 14): a text line over 1000 octets refuses the message (554 5.6.0)
+    no limit): a text line over 1000 octets refuses the message (554 5.6.0)
     and nothing is stored; the connection stays usable."""
     app = make_app(limits={"max_line_length": 1000})
     store = app.config.store.path

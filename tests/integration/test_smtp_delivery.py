@@ -28,6 +28,15 @@ def port(mail_app) -> int:
     return mail_app.ports["smtp"][0]
 
 
+def assert_stored_for_test1(mail_app, body: bytes, reply: str) -> None:
+    """test1@test.com got one copy from s@remote.example: ``body`` (LF line endings) after the
+    trace fields geomail writes (RFC 5321 4.4), naming the id of the final ``reply``."""
+    [message] = stored(mail_app, "test1@test.com")
+    assert message.body == body
+    check_trace(message, sender="s@remote.example", mailbox="test1@test.com",
+                rcpt="test1@test.com", reply=reply)
+
+
 def test_seed_client(mail_app, port):
     """RFC 5321 4.1.1 / 4.4: the seed's own client, unchanged but for the port, delivers to the
     user test1@test.com with the trace fields prepended and LF line endings."""
@@ -52,10 +61,7 @@ def test_plain_message(mail_app, port):
             b"\r\n>From quoted already\r\n  indented\ttab\r\nbye\r\n")
     code, reply = send(port, "s@remote.example", ["test1@test.com"], data)
     assert code == 250
-    [message] = stored(mail_app, "test1@test.com")
-    assert message.body == data.replace(b"\r\n", b"\n")
-    check_trace(message, sender="s@remote.example", mailbox="test1@test.com",
-                rcpt="test1@test.com", reply=reply)
+    assert_stored_for_test1(mail_app, data.replace(b"\r\n", b"\n"), reply)
 
 
 def test_dot_stuffed_message(mail_app, port):
@@ -64,10 +70,7 @@ def test_dot_stuffed_message(mail_app, port):
     lines = [b"Subject: dots", b"", b".", b".one dot", b"..two dots", b"...", b"end ."]
     code, reply = send(port, "s@remote.example", ["test1@test.com"], b"\r\n".join(lines) + b"\r\n")
     assert code == 250
-    [message] = stored(mail_app, "test1@test.com")
-    assert message.body == b"\n".join(lines) + b"\n"
-    check_trace(message, sender="s@remote.example", mailbox="test1@test.com",
-                rcpt="test1@test.com", reply=reply)
+    assert_stored_for_test1(mail_app, b"\n".join(lines) + b"\n", reply)
 
 
 def test_8bit_message(mail_app, port):
@@ -79,10 +82,7 @@ def test_8bit_message(mail_app, port):
     code, reply = send(port, "s@remote.example", ["test1@test.com"], data,
                        mail_options=["BODY=8BITMIME"])
     assert code == 250
-    [message] = stored(mail_app, "test1@test.com")
-    assert message.body == data.replace(b"\r\n", b"\n")
-    check_trace(message, sender="s@remote.example", mailbox="test1@test.com",
-                rcpt="test1@test.com", reply=reply)
+    assert_stored_for_test1(mail_app, data.replace(b"\r\n", b"\n"), reply)
 
 
 def test_smtputf8_message(mail_app, port):
@@ -115,10 +115,7 @@ def test_bdat_message(mail_app, port):
         smtp.expect("250 2.0.0")
         reply = smtp.expect("250 2.0.0")
         smtp.cmd("QUIT", "221")
-    [message] = stored(mail_app, "test1@test.com")
-    assert message.body == b"".join(chunks).replace(b"\r\n", b"\n")
-    check_trace(message, sender="s@remote.example", mailbox="test1@test.com",
-                rcpt="test1@test.com", reply=reply.last)
+    assert_stored_for_test1(mail_app, b"".join(chunks).replace(b"\r\n", b"\n"), reply.last)
 
 
 def test_large_message_streamed(mail_app, port):
@@ -130,10 +127,7 @@ def test_large_message_streamed(mail_app, port):
     assert len(data) > 3 * 1024 * 1024
     code, reply = send(port, "s@remote.example", ["test1@test.com"], data)
     assert code == 250
-    [message] = stored(mail_app, "test1@test.com")
-    assert message.body == data.replace(b"\r\n", b"\n")
-    check_trace(message, sender="s@remote.example", mailbox="test1@test.com",
-                rcpt="test1@test.com", reply=reply)
+    assert_stored_for_test1(mail_app, data.replace(b"\r\n", b"\n"), reply)
 
 
 def test_alias_and_suffix_copies(mail_app, port):

@@ -1,4 +1,4 @@
-"""SIGTERM drains every connection (issue 10 item 13; RFC 5321 3.8 and 4.2.3): a connection that
+"""SIGTERM drains every connection (RFC 5321 3.8 and 4.2.3): a connection that
 was parked after a pause and woken again is served in a fresh greenlet; the drain must still wait
 for it, whatever greenlet serves it."""
 
@@ -29,7 +29,7 @@ def _refused(port: int) -> bool:
 
 
 def test_sigterm_waits_for_a_connection_woken_from_parking(tmp_path):
-    """Issue 10 item 13 (RFC 5321 3.8: a server shutting down lets the transaction in progress
+    """RFC 5321 3.8 (a server shutting down lets the transaction in progress
     finish, then says 421): a client pauses longer than PARK_AFTER after RCPT (its connection
     parks), then sends DATA and the body slowly; SIGTERM arrives in the middle of the body, and
     the client pauses again (parked during the drain). The message still gets 250 and is

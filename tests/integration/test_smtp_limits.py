@@ -71,7 +71,7 @@ def test_message_size_boundary(small):
 
 
 def test_bdat_announced_past_the_limit_is_refused_unread(small):
-    """Issue 10 item 5 (RFC 1870 6.1 / RFC 3030 2): a BDAT chunk whose announced size is over
+    """RFC 1870 6.1 / RFC 3030 2: a BDAT chunk whose announced size is over
     the message size limit gets 552 5.3.4 and the connection is closed at once, without the
     server waiting for (or reading) the chunk."""
     with Dialog(small.ports["smtp"][0]) as smtp:
@@ -86,7 +86,7 @@ def test_bdat_announced_past_the_limit_is_refused_unread(small):
 
 
 def test_bdat_chunks_adding_up_past_the_limit(small):
-    """Issue 10 item 5 (RFC 1870 6.1 / RFC 3030 2): a chunk that would take the message past
+    """RFC 1870 6.1 / RFC 3030 2: a chunk that would take the message past
     the limit together with the chunks before it gets 552 5.3.4 and the close, unread; nothing
     is stored and the next connection is served."""
     port = small.ports["smtp"][0]

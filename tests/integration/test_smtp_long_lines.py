@@ -1,6 +1,7 @@
-"""Long body lines (issue 10 item 14): real mail has lines over RFC 5321 4.5.3.1.6's 1000 octets
-(HTML newsletters, some mailers) and Postfix accepts them, so geomail stores them byte-exact,
-with memory bounded; a limit can still be configured (``limits.max_line_length``)."""
+"""Long body lines (Postfix: no line length limit in the body): real mail has lines over RFC 5321
+4.5.3.1.6's 1000 octets (HTML newsletters, some mailers) and Postfix accepts them, so geomail stores
+them byte-exact, with memory bounded; a limit can still be configured
+(``limits.max_line_length``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from geomail.units import MiB
 from tests.support.dialog import Dialog
 from tests.support.geomail import GeomailProcess
 from tests.support.smtp import process_config, send, stored
 from tests.support.stored import maildir_messages
-
-MiB = 1024 * 1024
 
 
 @pytest.mark.parametrize("store_format", ["maildir", "mbox"])
@@ -76,7 +76,7 @@ def _peak_rss(pid: int) -> int:
 def test_50_mb_line_leaves_memory_flat(tmp_path):
     """A single 50 MB body line (max size 60 MB) is accepted and stored whole while the
     server's peak RSS grows by less than 16 MiB: the line is streamed to the spool, never held
-    (issue 10 item 14, 'memory stays bounded')."""
+    (memory stays bounded)."""
     config = process_config(tmp_path, limits={"max_message_size": "60MiB"})
     server = GeomailProcess(config).start()
     try:

@@ -1,4 +1,4 @@
-"""Mail loops end (RFC 5321 6.3; issue 10 item 6, inbound half): a message carrying more than
+"""Mail loops end (RFC 5321 6.3, inbound half): a message carrying more than
 ``limits.max_received_headers`` (default 50, Postfix's hopcount_limit) Received fields is
 refused with 554 5.4.6 (RFC 3463: routing loop detected), for DATA and BDAT; and an alias loop
 between two geomail instances ends in a bounce to the sender."""
@@ -75,7 +75,7 @@ def test_alias_loop_between_two_servers_ends_in_a_bounce(tmp_path):
     """An alias at A forwards to B, whose alias forwards back to A: the message goes round,
     gaining a Received field per hop, until a server refuses it with 554 5.4.6 (RFC 5321
     6.3); the forwarding server bounces it to the original sender (RFC 3464) instead of
-    relaying for ever (the issue saw 61 relays and no end)."""
+    relaying for ever."""
     port = free_port_on(sorted(LOOP.values()))
     zone = make_zone(LOOP)
     try:

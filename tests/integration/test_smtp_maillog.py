@@ -62,8 +62,8 @@ def test_maillog_for_a_delivery(app, caplog):
 def test_maillog_for_submission_and_refusals(make_app, tls_files, client_tls, caplog):
     """RFC 6409 / DESIGN rule 6: a submitted message's accepted line names the user; a refused
     sender is a rejected line at stage mail; a connection over the per-IP limit of port 25 is a
-    refused line naming the limit reached (the submission session does not count there: issue 10
-    item 3)."""
+    refused line naming the limit reached (the submission session does not count there: it has
+    ``limits.max_user_connections``)."""
     caplog.set_level(logging.INFO, logger="geomail.mail")
     app = make_app(tls={"cert": tls_files["cert"], "key": tls_files["key"]},
                    listen={"smtp": ["127.0.0.1:0"], "submissions": ["127.0.0.1:0"]},

@@ -1,4 +1,4 @@
-"""Issue 10 item 10: start-up leaves nothing to chance. The spool files of transactions a crash
+"""Start-up leaves nothing to chance. The spool files of transactions a crash
 interrupted are swept at start; everything the server needs is imported before it drops root,
 so that a service user who cannot read the interpreter, the venv or geomail still serves."""
 
@@ -37,7 +37,7 @@ def _spool(data_dir: Path) -> list[str]:
 
 
 def test_spool_of_a_transaction_killed_mid_data_is_swept_at_start(tmp_path: Path) -> None:
-    """RFC 5321 6.1 (no 250, so the client still owns the message) / issue 10 item 10: a body
+    """RFC 5321 6.1 (no 250, so the client still owns the message): a body
     larger than the in-memory threshold spills to data_dir/spool; SIGKILL the server mid-DATA and
     the file stays; the restarted server removes it and logs ``spool-swept``."""
     server = GeomailProcess(process_config(tmp_path))
@@ -106,11 +106,11 @@ def _link_or_copy(src: str, dst: str) -> None:
                     "nobody); CI runs as root")
 def test_every_path_works_after_dropping_to_a_user_who_cannot_read_the_code(
         unreadable_code: list[str], tls_files: dict[str, str]) -> None:
-    """Issue 10 item 10 (it died with ``ModuleNotFoundError: gevent.threadpool`` at its first
-    threadpool use): geomail started as root with ``user: nobody`` from a directory nobody cannot
-    read delivers inbound mail (RFC 5321), takes a submission over implicit TLS with AUTH PLAIN
-    (argon2id; RFC 8314, RFC 4954), signs it with DKIM (RFC 6376) and relays it by MX lookup over
-    STARTTLS, bounces a 5xx with a DSN (RFC 3464), serves POP3 over TLS with a login (RFC 1939,
+    """Dropping root (``user:``; it died with ``ModuleNotFoundError: gevent.threadpool`` at its
+    first threadpool use): geomail started as root with ``user: nobody`` from a directory nobody
+    cannot read delivers inbound mail (RFC 5321), takes a submission over implicit TLS with AUTH
+    PLAIN (argon2id; RFC 8314, RFC 4954), signs it with DKIM (RFC 6376) and relays it by MX lookup
+    over STARTTLS, bounces a 5xx with a DSN (RFC 3464), serves POP3 over TLS with a login (RFC 1939,
     RFC 8314), spools a large body, answers /metrics and reloads on SIGHUP; no import fails."""
     nobody = pwd.getpwnam("nobody")
     work = Path(tempfile.mkdtemp(prefix="geomail-as-nobody-"))

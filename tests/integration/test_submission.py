@@ -1,5 +1,6 @@
-"""TLS and mail submission (issue 3): STARTTLS on 25 and 587, implicit TLS on 465, AUTH PLAIN
-and LOGIN with throttling, sender enforcement, and certificate reload on SIGHUP."""
+"""TLS and mail submission (RFC 3207, RFC 6409, RFC 8314, RFC 4954): STARTTLS on 25 and 587,
+implicit TLS on 465, AUTH PLAIN and LOGIN with throttling, sender enforcement, and certificate
+reload on SIGHUP."""
 
 from __future__ import annotations
 
@@ -139,8 +140,8 @@ def test_starttls_on_submission(tls_app, client_tls):
 
 
 def test_starttls_handshake_timeout(tls_make):
-    """RFC 3207 4 / issue 3: the handshake after 220 runs under a timeout; a client that never
-    starts it is dropped, and the server keeps serving."""
+    """RFC 3207 4 (``limits.tls_handshake_timeout``): the handshake after 220 runs under a timeout;
+    a client that never starts it is dropped, and the server keeps serving."""
     app = tls_make(limits={"tls_handshake_timeout": "500ms"})
     with Dialog(app.ports["submission"][0]) as smtp:
         smtp.greeting()
@@ -298,7 +299,7 @@ def _login(port: int, context: ssl.SSLContext, source: str, password: str = PASS
 
 
 def test_auth_throttling_and_block_expiry(tls_make, client_tls):
-    """RFC 4954 6 (454 4.7.0 temporary failure) / issue 3: after max_auth_failures failed logins
+    """RFC 4954 6 (454 4.7.0 temporary failure): after max_auth_failures failed logins
     from one address, even the right password is refused (454 4.7.0) for auth_block_time;
     other addresses are unaffected; once the block expires the login succeeds."""
     app = tls_make(limits={"max_auth_failures": 2, "auth_block_time": "1s"})
@@ -336,8 +337,8 @@ def test_auth_failures_are_logged_for_fail2ban(tls_make, client_tls, caplog):
 
 
 def test_passwd_hash_logs_in(make_app, tls_files, client_tls):
-    """Issue 3 item 1 / RFC 4954: the hash `geomail passwd` prints from a piped password,
-    pasted under users.<address>.password, lets that user log in over SMTP."""
+    """RFC 4954 (AUTH) with ``geomail passwd``: the hash `geomail passwd` prints from a piped
+    password, pasted under users.<address>.password, lets that user log in over SMTP."""
     done = subprocess.run([sys.executable, "-m", "geomail", "passwd"], input=b"s3cret pass\n",
                           capture_output=True, timeout=30, check=True)
     password_hash = done.stdout.decode().strip()
@@ -370,7 +371,7 @@ def test_mail_requires_auth_on_submission(implicit, sub):
     ("alice@elsewhere.example", False), ("test1@test.com", False),
 ])
 def test_sender_enforcement(implicit, sender, allowed):
-    """RFC 6409 6.1 / issue 3: an authenticated user sends only as their own address (with
+    """RFC 6409 6.1: an authenticated user sends only as their own address (with
     any +suffix) and aliases that reach only them; another user's address, an alias that
     reaches others too (team@) or a foreign address gets 553 5.7.1."""
     implicit.cmd(f"AUTH PLAIN {PLAIN_ALICE}", "235 2.7.0")
@@ -393,7 +394,7 @@ def test_send_as_own_alias_delivers(tls_app, implicit):
 
 
 def test_remote_recipient_from_authenticated_user(tls_make, client_tls, caplog):
-    """RFC 6409 3.1 / issue 3 item 6 / issue 5 item 10: an authenticated user may send to
+    """RFC 6409 3.1: an authenticated user may send to
     remote addresses: the recipient is accepted and the message queued (with the local copy).
     One id names the message everywhere: the 250 reply, the ``accepted`` log line, the
     Received field (RFC 5321 4.4) and the queue item."""
@@ -525,7 +526,7 @@ def _write_cert(ca: trustme.CA, cert: str, key: str) -> None:
 
 @pytest.mark.slow
 def test_sighup_reloads_the_certificate(tmp_path, ca, client_tls):
-    """RFC 8314 / issue 3 (certificate renewal without restart): after a new certificate is
+    """RFC 8314 (certificate renewal without restart): after a new certificate is
     written and SIGHUP sent, new connections get it; a TLS connection opened before keeps
     working with the old one and can still submit mail. Users are reloaded too."""
     cert, key = str(tmp_path / "fullchain.pem"), str(tmp_path / "privkey.pem")

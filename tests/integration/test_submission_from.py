@@ -1,4 +1,4 @@
-"""A logged-in user cannot sign as someone else (issue 10 item 8): on submission the header
+"""A logged-in user cannot sign as someone else (RFC 6409 6.1): on submission the header
 From (and Sender) must be addresses the user may use as MAIL FROM, or the message gets 553 5.7.1
 after its end, nothing is stored or queued, and no DKIM signature is made for it. Real clients:
 smtplib over implicit TLS (465) and STARTTLS (587), a raw dialog for BDAT."""
@@ -72,7 +72,7 @@ def nothing_kept(app) -> bool:
     "From: Team:\r\n alice@example.com;\r\n",
 ])
 def test_from_not_owned_is_refused_with_553(app, client_tls, head: str) -> None:
-    """Issue 10 item 8 / RFC 6409 6.1 and 8 / RFC 5322 3.6.2: bob, logged in, gets 553 5.7.1
+    """RFC 6409 6.1 and 8 / RFC 5322 3.6.2: bob, logged in, gets 553 5.7.1
     after DATA for a message whose From or Sender is not his (another user's address in any
     letter case or with a suffix, another hosted domain, an alias reaching others, a foreign
     address, one of several authors, a malformed field), and nothing is stored or queued."""
@@ -93,7 +93,7 @@ def test_from_not_owned_is_refused_with_553(app, client_tls, head: str) -> None:
     "",  # no From at all: nothing is claimed
 ])
 def test_own_from_is_accepted(app, client_tls, head: str) -> None:
-    """Issue 10 item 8 / RFC 6409 6.1: bob's own address as From (display name, any letter
+    """RFC 6409 6.1: bob's own address as From (display name, any letter
     case, a +suffix, several fields, a Sender) is accepted and delivered."""
     code, text = submit_as_bob(app, client_tls, head)
     assert code == 250, text
@@ -102,7 +102,7 @@ def test_own_from_is_accepted(app, client_tls, head: str) -> None:
 
 
 def test_alias_only_alice_reaches_is_hers(app, client_tls) -> None:
-    """RFC 6409 6.1 / issue 10 item 8 (the MAIL FROM rule): alice may write From: al@ (an alias
+    """RFC 6409 6.1 (the MAIL FROM rule): alice may write From: al@ (an alias
     of hers only); on 587 after STARTTLS too."""
     with smtplib.SMTP("127.0.0.1", app.ports["submission"][0], timeout=10) as client:
         client.starttls(context=client_tls)
@@ -117,7 +117,7 @@ def test_alias_only_alice_reaches_is_hers(app, client_tls) -> None:
 
 
 def test_impersonation_is_not_signed_nor_queued_for_remote_recipients(app, client_tls) -> None:
-    """Issue 10 item 8 / RFC 6376 / DMARC (RFC 7489 3.1): bob's message From alice to a remote
+    """RFC 6376 / DMARC (RFC 7489 3.1): bob's message From alice to a remote
     address would leave with a valid d=example.com signature; it is refused, so the queue
     stays empty and no signature exists anywhere."""
     code, _ = submit_as_bob(app, client_tls, "From: alice@example.com\r\n",
@@ -131,7 +131,7 @@ def test_impersonation_is_not_signed_nor_queued_for_remote_recipients(app, clien
 
 
 def test_bdat_from_not_owned_is_refused(app, client_tls) -> None:
-    """RFC 3030 / issue 10 item 8: the same check ends a BDAT LAST transaction."""
+    """RFC 3030 / RFC 6409 6.1: the same check ends a BDAT LAST transaction."""
     data = ("From: alice@example.com\r\n" + BODY).encode()
     with Dialog(app.ports["submissions"][0], tls=client_tls) as dialog:
         dialog.greeting()
@@ -147,7 +147,7 @@ def test_bdat_from_not_owned_is_refused(app, client_tls) -> None:
 
 
 def test_trusted_network_without_login_keeps_todays_behaviour(app) -> None:
-    """Issue 10 item 8 / ``relay.allow_networks``: a client there that did not log in (a script
+    """RFC 6409 6.1 / ``relay.allow_networks``: a client there that did not log in (a script
     on the machine) is not held to a user's addresses."""
     with smtplib.SMTP("127.0.0.1", app.ports["smtp"][0], timeout=10) as client:
         assert client.sendmail("cron@example.com", ["test1@test.com"],
@@ -156,8 +156,8 @@ def test_trusted_network_without_login_keeps_todays_behaviour(app) -> None:
 
 
 def test_from_beyond_the_scanned_header_cannot_slip_through(app, client_tls) -> None:
-    """Issue 10 item 8: geomail reads the first 256 KiB of a message for its header; a header
-    section longer than that (a From field hidden after it) is refused, not let through."""
+    """RFC 6409 6.1 / RFC 5322 3.6.2: geomail reads the first 256 KiB of a message for its header; a
+    header section longer than that (a From field hidden after it) is refused, not let through."""
     padding = "".join(f"X-Pad-{i}: {'p' * 70}\r\n" for i in range(4000))  # ~330 KB
     head = "From: bob@example.com\r\n" + padding + "From: alice@example.com\r\n"
     code, text = submit_as_bob(app, client_tls, head)

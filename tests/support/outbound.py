@@ -16,8 +16,13 @@ from typing import Any
 
 from tests.support.dns import Dnsmasq
 from tests.support.geomail import PASSWORD, base_config
+from tests.support.smtp import process_config
 
 SELECTOR = "geomail"
+# The sending geomail's listeners: port 25 and a submission listener that takes AUTH without
+# TLS (loopback only).
+SENDER_LISTEN = {"smtp": ["127.0.0.1:0"],
+                 "submission": [{"address": "127.0.0.1:0", "allow_plaintext_auth": True}]}
 
 
 def make_zone(mx_hosts: Mapping[str, str], dkim_txt: str | None = None) -> Dnsmasq:
@@ -43,10 +48,15 @@ def sender_config(tmp_path: Path, zone: Dnsmasq, mx_port: int, *,
                   relay: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """The sending geomail (hostname mx.test.com; example.com and test.com local): port 25 and
     a submission listener that takes AUTH without TLS (loopback), relaying through dnsmasq."""
-    listen = {"smtp": ["127.0.0.1:0"],
-              "submission": [{"address": "127.0.0.1:0", "allow_plaintext_auth": True}]}
-    return base_config(tmp_path, listen=listen,
+    return base_config(tmp_path, listen=SENDER_LISTEN,
                        relay=relay_settings(zone, mx_port, **(relay or {})), **overrides)
+
+
+def sender_process_config(tmp_path: Path, zone: Dnsmasq, mx_port: int, **relay: Any) -> Path:
+    """``sender_config``'s listeners and relay (``relay`` overriding ``relay_settings``) as a
+    geomail.yaml for a ``GeomailProcess`` (``geomail serve`` in a subprocess)."""
+    return process_config(tmp_path, listen=SENDER_LISTEN,
+                          relay=relay_settings(zone, mx_port, **relay))
 
 
 def mx_config(directory: Path, address: str, port: int, domain: str,

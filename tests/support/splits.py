@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
 
 from hypothesis import strategies as st
 
@@ -20,6 +21,27 @@ def ways(data: bytes) -> Iterator[tuple[str, list[bytes]]]:
     yield "byte by byte", [data[i : i + 1] for i in range(len(data))]
     for i in range(1, len(data)):
         yield f"split at {i}", [data[:i], data[i:]]
+
+
+class _Snapshots(Protocol):
+    def snapshot(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Snapshots)
+
+
+def every_way(data: bytes, run: Callable[[list[bytes]], S]) -> S:
+    """``run`` fed each of ``ways(data)``; every run's ``snapshot()`` must equal the first's
+    (a sans-IO session does not care where TCP cut the bytes); the first run is returned."""
+    first: S | None = None
+    for name, chunks in ways(data):
+        result = run(chunks)
+        if first is None:
+            first = result
+        else:
+            assert result.snapshot() == first.snapshot(), f"fed {name}"
+    assert first is not None
+    return first
 
 
 def cut(data: bytes, offsets: Iterable[int]) -> list[bytes]:

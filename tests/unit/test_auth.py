@@ -412,7 +412,7 @@ def test_fail2ban_regex_bans_the_client_of_real_log_lines(
     tmp_path: Path, clock: FakeClock, counted_verify: list[str], fmt: str
 ) -> None:
     """The shipped filter, checked by fail2ban-regex on the lines geomail's own formatter wrote
-    for real login failures, with ``log.format: text`` and ``json`` (issue 10 item 1): one match
+    for real login failures, with ``log.format: text`` and ``json``: one match
     per failure and per block, each dated by the line's own time, the host always the client's
     address; user names made to look like another client (`` client=``, a new line, a JSON
     field) ban no one else, and a login that succeeds matches nothing (DESIGN rule 6)."""

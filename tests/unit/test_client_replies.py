@@ -111,7 +111,7 @@ def test_ehlo_oddities() -> None:
 
 
 def test_reply_text_is_kept_to_printable_ascii() -> None:
-    """RFC 5321 4.2.1 (reply text: HT, SP and printable US-ASCII) / issue 10 item 7: ESC, NUL,
+    """RFC 5321 4.2.1 (reply text: HT, SP and printable US-ASCII): ESC, NUL,
     DEL, a bare CR, BEL and 8-bit octets in a remote reply become '?' before anything stores,
     logs or shows the text; HT stays; the codes are still read."""
     [reply] = feed_all(b"550 5.1.1 bad\x1b[31m\x00\x7fuser\r\n")

@@ -157,8 +157,9 @@ def test_minimal_config_defaults():
 
 def test_default_limits_follow_the_rfcs():
     """RFC 5321 4.5.3.1.4 (512), 4.5.3.1.8 (100 recipients), 4.5.3.2.7 (5 minutes); RFC 1939 3
-    (10 minutes). Body lines: no bound but the message size, as Postfix (issue 10 item 14);
-    error and junk limits and the hop count as Postfix's defaults (issue 10 items 4 and 6)."""
+    (10 minutes). Body lines: no bound but the message size, as Postfix;
+    error and junk limits and the hop count as Postfix's defaults (smtpd_*_error_limit,
+    smtpd_junk_command_limit, hopcount_limit)."""
     limits = Limits()
     assert limits.max_command_length == 512
     assert limits.max_line_length == 0
@@ -168,7 +169,7 @@ def test_default_limits_follow_the_rfcs():
     assert limits.command_timeout == 300
     assert limits.pop3_timeout == 600
     assert (limits.max_connection_time, limits.min_data_rate, limits.spool_memory) == (
-        3600, 500, 16 * 1024 * 1024)  # issue 10 items 2 and 5; 500 octets/s as Postfix
+        3600, 500, 16 * 1024 * 1024)  # 500 octets/s as Postfix
     assert limits.max_message_size == 25 * 1024 * 1024
 
 
@@ -328,6 +329,10 @@ BAD_CONFIGS: list[tuple[str, object, list[str]]] = [
      ["limits.min_data_rate: expected a whole number from 0 to 1000000000, got -1"]),
     ("zero spool memory", base(limits={"spool_memory": 0}),
      ["limits.spool_memory: must be greater than zero"]),
+    ("zero io threads", base(limits={"io_threads": 0}),
+     ["limits.io_threads: expected a whole number from 1 to 1024, got 0"]),
+    ("password threads not a number", base(limits={"password_threads": "two"}),
+     ["limits.password_threads: expected a whole number from 1 to 256, got 'two'"]),
     ("unknown limit", base(limits={"max_mesage_size": "1MiB"}),
      ["limits.max_mesage_size: unknown key"]),
     ("limits not a mapping", base(limits=["a"]), ["limits: expected a mapping, got list"]),
@@ -410,7 +415,7 @@ BAD_CONFIGS: list[tuple[str, object, list[str]]] = [
 @pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in BAD_CONFIGS],
                          ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config(raw, expected):
-    """Each fault is reported, on its own line, with the key path (issue 2 item 2, STYLE 5.4)."""
+    """Each fault is reported, on its own line, with the key path (STYLE 5.4)."""
     assert problems(raw) == expected
 
 
@@ -439,11 +444,9 @@ def test_load_dev_config(monkeypatch):
 
 
 def test_load_example_config():
-    """conf/geomail.yaml, the documented example, loads (STYLE 5.4)."""
-    path = REPO / "conf/geomail.yaml"
-    if not path.exists():
-        pytest.skip("conf/geomail.yaml has not been written yet (issue 2 item 1)")
-    config = load_config(str(path))
+    """conf/geomail.yaml, the documented example the packages install, exists and loads
+    (STYLE 5.4)."""
+    config = load_config(str(REPO / "conf/geomail.yaml"))
     assert config.listeners
     assert config.limits.max_message_size > 0
 
@@ -480,7 +483,7 @@ def test_load_reports_parse_problems(tmp_path):
 
 def test_check_files():
     """Certificate and key files that are missing or unreadable are reported with their key.
-    Checked as an unprivileged user also under root, which reads any file (issue 10 item 1)."""
+    Checked as an unprivileged user also under root, which reads any file."""
     with owned_tempdir() as directory:
         cert, key, dkim_key = (directory / name for name in ("cert.pem", "key.pem", "dkim.key"))
         config = parse_config(base(tls={"cert": str(cert), "key": str(key)},
@@ -495,3 +498,14 @@ def test_check_files():
             assert check_files(config) == []
             key.chmod(0)
             assert check_files(config) == [f"tls.key: file {key} is not readable"]
+
+
+def test_thread_pools_are_sized_from_limits():
+    """No process-global state: the App's thread pools are sized by
+    limits.io_threads / read_threads / password_threads (defaults 16 / 2 / 2, as the
+    GEOMAIL_IO_THREADS variable and the built-in pools they replace), not by the environment."""
+    assert (Limits().io_threads, Limits().read_threads, Limits().password_threads) == (16, 2, 2)
+    config = parse_config(base(limits={"io_threads": 4, "read_threads": 1,
+                                       "password_threads": 3}))
+    assert (config.limits.io_threads, config.limits.read_threads,
+            config.limits.password_threads) == (4, 1, 3)

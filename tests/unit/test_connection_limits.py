@@ -1,4 +1,4 @@
-"""Connection budgets and client networks (issue 10 item 3), without sockets: the tracker's
+"""Connection budgets and client networks (RFC 5321 4.2.3), without sockets: the tracker's
 arithmetic, the client-network key, the ``limits`` keys and the login throttle's key."""
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ def _config(**limits: Any) -> Any:
     ("not-an-address", 32, 64, "not-an-address"),
 ])
 def test_client_network(ip, v4, v6, key):
-    """Issue 10 item 3 / RFC 6177 (a site gets a /64 or more): IPv4 clients count per address
+    """RFC 6177 (a site gets a /64 or more): IPv4 clients count per address
     (or per configured prefix), IPv6 ones per /64 (configurable); mapped IPv4 is IPv4."""
     assert client_network(ip, ipv4_prefix=v4, ipv6_prefix=v6) == key
 
 
 def test_budget_counts_per_client_network_and_in_total():
-    """Issue 10 item 3 (RFC 5321 4.2.3 421 when over): per client network, then in total; a
+    """RFC 5321 4.2.3 (421 when over): per client network, then in total; a
     release gives the slot back; addresses of one /64 share one count."""
     budget = ConnectionBudget(3, 2, client_network, ("max_connections", "max_connections_per_ip"))
     a1, a2, a3 = (budget.network(f"2001:db8::{n}") for n in (1, 2, 3))
@@ -53,8 +53,8 @@ def test_budget_counts_per_client_network_and_in_total():
 
 
 def test_tracker_budgets_are_independent():
-    """Issue 10 item 3: a full port-25 budget leaves the users' budget untouched; the tracker
-    reports the total over both (metrics, drain)."""
+    """Postfix's separate submission service: a full port-25 budget leaves the users' budget
+    untouched; the tracker reports the total over both (metrics, drain)."""
     mx = ConnectionBudget(1, 1)
     users = ConnectionBudget(1, 1, keys=("max_user_connections", "max_user_connections_per_ip"))
     tracker = ConnectionTracker([mx, users])
@@ -68,7 +68,7 @@ def test_tracker_budgets_are_independent():
 
 
 def test_limits_keys_and_their_defaults():
-    """Issue 10 item 3: ``max_user_connections`` (default 200) and its per-IP limit, which
+    """``limits.max_user_connections`` (default 200) and its per-IP limit, which
     follows ``max_connections_per_ip`` unless set, so existing configs keep their per-IP
     bound; ``ipv4_prefix`` 32 and ``ipv6_prefix`` 64 by default."""
     limits = _config().limits
@@ -94,7 +94,7 @@ def test_limits_key_errors_name_the_key(key, value):
 
 
 def test_login_throttle_uses_the_configured_ipv6_prefix():
-    """Issue 10 item 3 (one notion of "a client"): with ``ipv6_prefix: 48`` failed logins from
+    """RFC 6177 (one notion of "a client"): with ``ipv6_prefix: 48`` failed logins from
     two /64s of one /48 add up and block the /48; another /48 is not blocked."""
     users = UserDB({"alice@example.com": UserConfig("alice@example.com", None)})
     authenticator = Authenticator(users, Limits(max_auth_failures=2, ipv6_prefix=48),
@@ -106,7 +106,7 @@ def test_login_throttle_uses_the_configured_ipv6_prefix():
 
 
 def test_app_budget_of_each_listener_kind(tmp_path):
-    """Issue 10 item 3: listen.smtp admits against ``max_connections``; submission,
+    """listen.smtp admits against ``max_connections``; submission,
     submissions, pop3 and pop3s against ``max_user_connections``; the pool holds both."""
     from geomail.app import App
 

@@ -127,7 +127,7 @@ def tag(header: bytes, name: bytes) -> bytes:
 def test_signature_is_dkimpys_byte_for_byte(key: tuple[str, str], message: bytes) -> None:
     """RFC 6376 3.5 / RFC 8017 8.2.1 (RSASSA-PKCS1-v1_5 is deterministic): for the same key, time
     and signed fields, the header is byte for byte the one dkimpy's own ``dkim.sign`` makes, and
-    dkimpy's ``dkim.verify`` accepts it (issue 10 item 16: no patching of dkimpy)."""
+    dkimpy's ``dkim.verify`` accepts it (no patching of dkimpy)."""
     path, txt = key
     signer = DKIMSigner(DKIMConfig("geomail", {"example.com": path}))
     include = tag(signer.sign("example.com", message), b"h").split(b":")
@@ -143,7 +143,7 @@ def test_signature_is_dkimpys_byte_for_byte(key: tuple[str, str], message: bytes
 
 
 def test_dkimpy_module_is_not_patched(key: tuple[str, str]) -> None:
-    """Issue 10 item 16: signing leaves dkimpy's module as dkimpy made it (its RSA function
+    """Signing leaves dkimpy's module as dkimpy made it (its RSA function
     included), so other users of dkimpy in the process and dkimpy's own updates are unaffected."""
     from dkim import crypto
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from geomail.proto.dotreader import ChunkReader, DataFault, DotReader
+from geomail.units import MiB
 from tests.support.dotreading import Driver
 from tests.support.splits import ways
-
-MiB = 1024 * 1024
 
 
 def read(data: bytes, **kwargs) -> Driver:
@@ -137,7 +136,7 @@ def test_line_length_is_configurable():
 @pytest.mark.parametrize("line", [b"x" * 5000 + b"\r\n", b".." + b"y" * 6000 + b"\r\n",
                                   b"." + b"z" * 4097 + b"\r\n", b"\xe4<p>" * 1500 + b"\r\n"])
 def test_long_lines_without_a_limit(line):
-    """With no line limit (``max_line=0``, the default since issue 10 item 14, as Postfix)
+    """With no line limit (``max_line=0``, the default, as Postfix)
     long lines are stored byte-exact, a stuffed dot removed (RFC 5321 4.5.2), the terminator
     still found, however the packets split them."""
     driver = read(b"first\r\n" + line + b"last\r\n.\r\nNOOP\r\n", max_line=0, max_size=MiB)
@@ -160,7 +159,7 @@ def test_bare_newline_inside_a_streamed_line(payload):
 
 def test_memory_bound_on_a_huge_accepted_line():
     """A 50 MB line that is accepted (no line limit) is passed on as it comes: after each
-    64 KiB packet at most one byte is left over, and it is stored whole (issue 10 item 14)."""
+    64 KiB packet at most one byte is left over, and it is stored whole."""
     stored = 0
 
     def sink(data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Domain normalisation is IDNA 2008 with the UTS 46 mapping (issue 10 item 15): one function,
+"""Domain normalisation is IDNA 2008 with the UTS 46 mapping (RFC 5891): one function,
 ``geomail.address.normalize_domain``, for config, routing, MX lookup and the wire."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_invalid_idna_is_a_value_error(domain: str) -> None:
 
 
 def test_config_domain_users_and_aliases_use_idna2008() -> None:
-    """Issue 10 item 15: ``faß.example`` in the config is ``xn--fa-hia.example`` in domains,
+    """RFC 5891 and UTS 46: ``faß.example`` in the config is ``xn--fa-hia.example`` in domains,
     users and aliases; ``fass.example`` is not ours."""
     config = parse_config({"domains": ["faß.example"], "data_dir": "/tmp/x",
                            "listen": {"smtp": ["127.0.0.1:0"]}, "users": {"anna@FAß.example": {}},

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from geomail.proto.lines import LineBuffer, LineFault
+from geomail.units import MiB
 from tests.support.splits import ways
-
-MiB = 1024 * 1024
 
 
 def lines(data: bytes, limit: int = 20) -> list[bytes | LineFault]:

@@ -86,7 +86,7 @@ def test_key_value_plain_record(capture):
 
 def test_key_value_exception(capture):
     """A traceback follows its event, every line behind '  | ': an exception message with a
-    newline cannot start a line that looks like an event (issue 10 item 11)."""
+    newline cannot start a line that looks like an event (docs/logging.md)."""
     logger, stream = capture(KeyValueFormatter())
     try:
         raise RuntimeError("boom\n2026-01-01T00:00:00.000Z WARNING auth-failed client=6.6.6.6")

@@ -1,4 +1,4 @@
-"""Every log line is an event with fields (issue 10 item 11), and docs/logging.md lists them all:
+"""Every log line is an event with fields (docs/logging.md), and docs/logging.md lists them all:
 a standing guard over geomail's source, read with ``ast``."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _events() -> dict[str, set[str]]:
 
 
 def test_no_log_call_formats_its_own_line() -> None:
-    """Issue 10 item 11: every log call in geomail/ goes through ``geomail.log.event`` (fields
+    """Every log call in geomail/ goes through ``geomail.log.event`` (fields
     quoted and escaped, the same fields in JSON), never ``log.info("x=%s", value)``: such a
     line prints what a client or a remote server sent as it is. The one exception, proto/ (it
     may not import geomail.log), hands the fields over in ``extra``."""
@@ -88,7 +88,7 @@ def test_docs_list_every_event_and_its_fields() -> None:
 
 
 def test_no_field_takes_a_json_key_of_the_line() -> None:
-    """``log.format: json`` carries the same fields as the text (issue 10 item 11): a field
+    """``log.format: json`` carries the same fields as the text: a field
     named like the line's own keys (ts, level, event, msg, logger, exception) would be lost."""
     reserved = {"ts", "level", "event", "msg", "logger", "exception"}
     assert {name: sorted(fields & reserved) for name, fields in _events().items()

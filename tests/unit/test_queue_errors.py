@@ -1,4 +1,4 @@
-"""Issue 10 items 7 and 9: an exception while handling one queue item keeps it on its backoff
+"""RFC 5321 4.5.4.1 and 6.1: an exception while handling one queue item keeps it on its backoff
 schedule with its state saved and, when it keeps failing, sets it aside (never deletes it); the
 start-up scan never deletes a message body whose item exists in any form."""
 
@@ -27,7 +27,7 @@ def _relay() -> RelayConfig:
 
 def test_failing_item_keeps_backoff_saves_state_then_is_held(world, monkeypatch,  # noqa: F811
                                                              caplog) -> None:
-    """RFC 5321 4.5.4.1 (retry strategy) / issue 10 item 7: when building the bounce raises (a
+    """RFC 5321 4.5.4.1 (retry strategy): when building the bounce raises (a
     bug), the item's state is saved with the error count, it is retried on the relay.retry
     backoff (60 s, then 300 s), not every retry[0], and after relay.max_item_errors turns in a
     row it moves to hold/ with its message, logged with its id and listed as held."""
@@ -92,7 +92,7 @@ def _item() -> QueueItem:
 
 @pytest.mark.parametrize("form", ["bad", "tmp", "held"])
 def test_scan_keeps_a_body_whose_item_exists_in_any_form(tmp_path, form: str) -> None:
-    """Issue 10 item 9 (no queue scan loses mail): the start-up repair removes a message body
+    """RFC 5321 6.1 (no queue scan loses mail): the start-up repair removes a message body
     only when its item exists in no form; a body next to a damaged ``.json.bad``, a temp item
     file, or an item in hold/ stays where it is."""
     directory = tmp_path / "queue"
@@ -113,7 +113,7 @@ def test_scan_keeps_a_body_whose_item_exists_in_any_form(tmp_path, form: str) ->
 
 
 def test_scan_leaves_an_item_it_cannot_read_and_its_message() -> None:
-    """Issue 10 item 9 (the incident): an item rewritten by root as root:0600 is unreadable to
+    """RFC 5321 6.1 (an item root rewrote): an item rewritten by root as root:0600 is unreadable to
     the server's user; its start-up scan leaves it alone (no ``.bad``) and keeps its message,
     at the next start too (run as ``nobody`` when the suite runs as root)."""
     with owned_tempdir() as base:

@@ -48,7 +48,7 @@ def router() -> Router:
 ])
 def test_resolve_local(router, address, mailboxes, remote):
     """Local parts and domains compare case-insensitively; user or alias, then without its
-    +suffix, then the domain's catch-all (issue 2 item 6); unknown local is None (550 5.1.1
+    +suffix, then the domain's catch-all; unknown local is None (550 5.1.1
     at RCPT time, RFC 5321 3.6.2 no backscatter)."""
     found = router.resolve(address)
     if mailboxes is None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from geomail.proto.sasl import (
@@ -14,11 +12,7 @@ from geomail.proto.sasl import (
     SASLExchange,
     encode_challenge,
 )
-
-
-def b64(data: str | bytes) -> str:
-    raw = data.encode() if isinstance(data, str) else data
-    return base64.b64encode(raw).decode()
+from tests.support.sasl import b64
 
 
 def test_mechanisms_and_limit():

@@ -1,4 +1,4 @@
-"""The message body spool keeps memory bounded (issue 10 item 5): per body, across bodies
+"""The message body spool keeps memory bounded: per body, across bodies
 (``limits.spool_memory``), and in blocks once a body is on disk."""
 
 from __future__ import annotations
@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from geomail.spool import SPILL_BLOCK, MemoryBudget, Spool
-
-KiB = 1024
+from geomail.units import KiB
 
 
 def test_small_bodies_stay_in_memory_within_the_budget(tmp_path: Path):
-    """Issue 10 item 5: a body under both limits never touches the disk, and its reservation
+    """A body under both limits never touches the disk, and its reservation
     is given back when it is discarded."""
     budget = MemoryBudget(64 * KiB)
     body = Spool(str(tmp_path), budget=budget)
@@ -23,7 +22,7 @@ def test_small_bodies_stay_in_memory_within_the_budget(tmp_path: Path):
 
 
 def test_budget_shared_by_all_bodies_sends_the_rest_to_disk(tmp_path: Path):
-    """Issue 10 item 5: once the bodies held in memory together reach ``spool_memory``, the
+    """Once the bodies held in memory together reach ``spool_memory``, the
     next body goes to a file (and gives back what it had reserved), whole and in order."""
     budget = MemoryBudget(48 * KiB)
     first, second = Spool(str(tmp_path), budget=budget), Spool(str(tmp_path), budget=budget)
@@ -41,7 +40,7 @@ def test_budget_shared_by_all_bodies_sends_the_rest_to_disk(tmp_path: Path):
 
 
 def test_spilled_body_holds_at_most_a_block(tmp_path: Path):
-    """Issue 10 item 5: a body on disk keeps less than SPILL_BLOCK octets in memory between
+    """A body on disk keeps less than SPILL_BLOCK octets in memory between
     writes, however large it grows."""
     body = Spool(str(tmp_path), memory_limit=16 * KiB, budget=MemoryBudget(1024 * KiB))
     piece = b"y" * 3000 + b"\n"

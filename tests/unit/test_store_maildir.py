@@ -6,10 +6,6 @@ import errno
 import os
 import re
 import stat
-import subprocess
-import sys
-import textwrap
-import threading
 import time
 
 import gevent
@@ -18,14 +14,12 @@ import gevent.pool
 import pytest
 from gevent.monkey import get_original
 
-from geomail.config import StoreConfig
-from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import DirSyncer, fsync_dir, run_blocking, run_reading
+from geomail.errors import StoreError
+from geomail.safeio import DirSyncer, fsync_dir, run_blocking
 from geomail.spool import BytesBody, Spool
-from geomail.store import _common, maildir
 from geomail.store.base import Copy
-from geomail.store.factory import open_store
 from geomail.store.maildir import MaildirStore
+from tests.support.faults import fail_fsync_at
 from tests.support.privileges import owned_tempdir, unprivileged
 
 real_sleep = get_original("time", "sleep")
@@ -167,8 +161,7 @@ def test_second_copy_failing_removes_the_first(store):
 
 def test_read_only_second_mailbox_removes_the_first():
     """All or nothing with a read-only tmp/ in the second mailbox (EACCES): StoreError naming the
-    reason, no copy left. Run as an unprivileged user also under root, which ignores modes
-    (issue 10 item 1)."""
+    reason, no copy left. Run as an unprivileged user also under root, which ignores modes."""
     with owned_tempdir() as base, unprivileged():
         store = MaildirStore(str(base / "mail"), HOST)
         deliver(store, BODY, "bob@example.com")
@@ -182,17 +175,8 @@ def test_read_only_second_mailbox_removes_the_first():
 
 def test_disk_full_on_second_copy_removes_the_first(store, monkeypatch):
     """ENOSPC while syncing the second copy: the first, already renamed into new/, goes too."""
-    real_fsync = os.fsync
-    calls = []
-
-    def fsync(fd: int) -> None:
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
-
     deliver(store, BODY, "bob@example.com")
-    monkeypatch.setattr(os, "fsync", fsync)
+    fail_fsync_at(monkeypatch, 2)
     with pytest.raises(StoreError, match="No space left"):
         deliver(store, BODY, "alice@example.com", "bob@example.com")
     monkeypatch.undo()
@@ -264,109 +248,7 @@ def test_many_concurrent_deliveries_land_with_unique_names_and_shared_fsyncs(sto
     assert 1 <= len(fsyncs) < 200
 
 
-def test_open_store_builds_a_maildir_store(tmp_path):
-    """The factory picks MaildirStore for format 'maildir'."""
-    assert isinstance(open_store(StoreConfig("maildir", str(tmp_path)), HOST), MaildirStore)
-
-
 # ---- POP3 maildrop ----------------------------------------------------------------------------
-
-
-def test_missing_mailbox_is_an_empty_maildrop(store):
-    """A mailbox nothing was delivered to yet opens as empty, without being created."""
-    drop = store.open_maildrop("nobody@example.com")
-    assert list(drop.messages) == []
-    drop.commit(set(), set())
-    drop.close()
-    assert not os.path.exists(store.mailbox_path("nobody@example.com"))
-
-
-def test_second_open_is_busy_until_close(store):
-    """RFC 1939 4: one session per maildrop; MailboxBusy, released by close() (idempotent)."""
-    deliver(store)
-    first = store.open_maildrop("alice@example.com")
-    with pytest.raises(MailboxBusy):
-        store.open_maildrop("alice@example.com")
-    other = MaildirStore(store.path, HOST)  # another instance: the flock still excludes it
-    with pytest.raises(MailboxBusy):
-        other.open_maildrop("alice@example.com")
-    first.close()
-    first.close()
-    second = other.open_maildrop("alice@example.com")
-    second.close()
-    store.open_maildrop("alice@example.com").close()
-
-
-def test_killed_session_greenlet_releases_the_mailbox(store):
-    """A session greenlet killed mid-session (close() in its finally) leaves no lock behind."""
-    deliver(store)
-    opened = gevent.event.Event()
-
-    def session() -> None:
-        drop = store.open_maildrop("alice@example.com")
-        try:
-            opened.set()
-            gevent.sleep(30)
-        finally:
-            drop.close()
-
-    greenlet = gevent.spawn(session)
-    opened.wait(5)
-    with pytest.raises(MailboxBusy):
-        store.open_maildrop("alice@example.com")
-    greenlet.kill()
-    store.open_maildrop("alice@example.com").close()
-
-
-def test_greenlet_killed_while_opening_leaves_no_lock(store, monkeypatch):
-    """A session killed while its maildrop is being opened in the threadpool (a timeout, a
-    shutdown) does not leave the lock taken by the pool thread behind."""
-    deliver(store)
-    original = maildir._examine
-    in_thread = threading.Event()
-
-    def slow(*args):
-        in_thread.set()
-        real_sleep(0.3)
-        return original(*args)
-
-    monkeypatch.setattr("geomail.store.maildir._examine", slow)
-    opener = gevent.spawn(store.open_maildrop, "alice@example.com")
-    while not in_thread.is_set():
-        gevent.sleep(0.01)
-    opener.kill()
-    monkeypatch.undo()
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            store.open_maildrop("alice@example.com").close()
-            break
-        except MailboxBusy:
-            assert time.monotonic() < deadline, "the lock leaked"
-            gevent.sleep(0.05)
-
-
-def test_lock_of_a_killed_process_disappears(store):
-    """Another process's session lock is seen (MailboxBusy) and vanishes when it is SIGKILLed."""
-    deliver(store)
-    script = textwrap.dedent(f"""
-        from gevent import monkey; monkey.patch_all()
-        import sys, time
-        from geomail.store.maildir import MaildirStore
-        drop = MaildirStore({store.path!r}, "h").open_maildrop("alice@example.com")
-        print("locked", flush=True)
-        time.sleep(60)
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    try:
-        assert child.stdout.readline() == b"locked\n"
-        with pytest.raises(MailboxBusy):
-            store.open_maildrop("alice@example.com")
-    finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
-    store.open_maildrop("alice@example.com").close()
 
 
 def test_snapshot_excludes_mail_delivered_after_open(store):
@@ -510,30 +392,6 @@ def test_commit_fsyncs_touched_directories(store, monkeypatch):
     drop.close()
     root = store.mailbox_path("alice@example.com")
     assert sorted(synced) == [f"{root}/new"]
-
-
-def test_sequential_reads_of_small_messages_share_pool_calls(store, monkeypatch):
-    """Small messages are read in one pool call each at most; sequential reads (pipelined RETR)
-    read ahead, so 60 messages take far fewer than 60 calls."""
-    for i in range(60):
-        deliver(store, b"message %d\n" % i * 100)
-    calls = []
-
-    def counting(fn, *args):
-        calls.append(fn)
-        return run_reading(fn, *args)
-
-    monkeypatch.setattr(_common, "run_reading", counting)
-    drop = store.open_maildrop("alice@example.com")
-    contents = [b"".join(drop.read(i)) for i in range(60)]
-    drop.close()
-    assert contents == [PREFIX + b"message %d\n" % i * 100 for i in range(60)]
-    assert len(calls) <= 10
-    drop = store.open_maildrop("alice@example.com")
-    calls.clear()
-    assert b"".join(drop.read(30)) == PREFIX + b"message 30\n" * 100
-    assert len(calls) == 1
-    drop.close()
 
 
 def test_unreadable_mailbox_gives_store_error(store):

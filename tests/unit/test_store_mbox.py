@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import gevent
@@ -19,14 +18,12 @@ import gevent.pool
 import pytest
 from gevent.monkey import get_original
 
-from geomail.config import StoreConfig
-from geomail.errors import MailboxBusy, StoreError
-from geomail.safeio import run_blocking
+from geomail.errors import StoreError
 from geomail.spool import BytesBody, Spool
-from geomail.store import _common, _mboxrd, mbox
+from geomail.store import _mboxrd
 from geomail.store.base import Copy
-from geomail.store.factory import open_store
 from geomail.store.mbox import MboxStore
+from tests.support.faults import fail_fsync_at
 
 real_sleep = get_original("time", "sleep")
 PREFIX = b"Return-Path: <bob@example.org>\nDelivered-To: alice@example.com\n"
@@ -183,16 +180,7 @@ def test_disk_full_truncates_every_mbox_back(store, monkeypatch):
     """ENOSPC at the second fsync: both mboxes are cut back to their original length."""
     deliver(store, BODY, ALICE, "bob@example.com")
     before = [read(store.mailbox_path(m)) for m in (ALICE, "bob@example.com")]
-    real_fsync = os.fsync
-    calls = []
-
-    def fsync(fd: int) -> None:
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fail_fsync_at(monkeypatch, 2)
     with pytest.raises(StoreError, match="No space left"):
         deliver(store, b"lost\n", ALICE, "bob@example.com")
     monkeypatch.undo()
@@ -231,11 +219,6 @@ def test_concurrent_deliveries_all_land(store, monkeypatch):
     no_scan(monkeypatch)
     assert sorted(contents(store)) == sorted(
         PREFIX + b"message %d\nFrom %d\n" % (i, i) for i in range(100))
-
-
-def test_open_store_builds_an_mbox_store(tmp_path):
-    """The factory picks MboxStore for format 'mbox'."""
-    assert isinstance(open_store(StoreConfig("mbox", str(tmp_path)), "h"), MboxStore)
 
 
 # ---- locking ----------------------------------------------------------------------------------
@@ -377,101 +360,6 @@ def test_padding_after_a_message_without_blank_line(store):
 # ---- POP3 maildrop ----------------------------------------------------------------------------
 
 
-def test_missing_mailbox_is_an_empty_maildrop(store):
-    """A mailbox never delivered to opens as empty and is not created."""
-    drop = store.open_maildrop(ALICE)
-    assert list(drop.messages) == []
-    drop.commit(set(), set())
-    drop.close()
-    assert not os.path.exists(store.mailbox_path(ALICE))
-
-
-def test_second_open_is_busy_until_close(store):
-    """RFC 1939 4: one session per maildrop; MailboxBusy, released by close() (idempotent)."""
-    deliver(store)
-    drop = store.open_maildrop(ALICE)
-    with pytest.raises(MailboxBusy):
-        store.open_maildrop(ALICE)
-    with pytest.raises(MailboxBusy):
-        MboxStore(store.path, "h").open_maildrop(ALICE)
-    deliver(store, b"delivery goes on during a session\n")
-    drop.close()
-    drop.close()
-    store.open_maildrop(ALICE).close()
-
-
-def test_killed_session_greenlet_releases_the_mailbox(store):
-    """A session greenlet killed mid-session (close() in its finally) leaves no lock behind."""
-    deliver(store)
-    opened = gevent.event.Event()
-
-    def session() -> None:
-        drop = store.open_maildrop(ALICE)
-        try:
-            opened.set()
-            gevent.sleep(30)
-        finally:
-            drop.close()
-
-    greenlet = gevent.spawn(session)
-    opened.wait(5)
-    with pytest.raises(MailboxBusy):
-        store.open_maildrop(ALICE)
-    greenlet.kill()
-    store.open_maildrop(ALICE).close()
-
-
-def test_greenlet_killed_while_opening_leaves_no_lock(store, monkeypatch):
-    """A session killed while its maildrop is being opened in the threadpool (a timeout, a
-    shutdown) does not leave the lock taken by the pool thread behind."""
-    deliver(store)
-    original = mbox._current_entries
-    in_thread = threading.Event()
-
-    def slow(*args):
-        in_thread.set()
-        real_sleep(0.3)
-        return original(*args)
-
-    monkeypatch.setattr("geomail.store.mbox._current_entries", slow)
-    opener = gevent.spawn(store.open_maildrop, ALICE)
-    while not in_thread.is_set():
-        gevent.sleep(0.01)
-    opener.kill()
-    monkeypatch.undo()
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            store.open_maildrop(ALICE).close()
-            break
-        except MailboxBusy:
-            assert time.monotonic() < deadline, "the lock leaked"
-            gevent.sleep(0.05)
-
-
-def test_lock_of_a_killed_process_disappears(store):
-    """Another process's session lock is seen (MailboxBusy) and vanishes when it is SIGKILLed."""
-    deliver(store)
-    script = textwrap.dedent(f"""
-        from gevent import monkey; monkey.patch_all()
-        import time
-        from geomail.store.mbox import MboxStore
-        drop = MboxStore({store.path!r}, "h").open_maildrop("alice@example.com")
-        print("locked", flush=True)
-        time.sleep(60)
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    try:
-        assert child.stdout.readline() == b"locked\n"
-        with pytest.raises(MailboxBusy):
-            store.open_maildrop(ALICE)
-    finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
-    store.open_maildrop(ALICE).close()
-
-
 def test_commit_rewrites_without_deleted_keeping_later_mail(store, monkeypatch):
     """UPDATE (RFC 1939 6) removes deleted messages by writing a new file and renaming it
     over the mbox; mail delivered during the session is kept; the index stays valid."""
@@ -556,21 +444,6 @@ def test_reads_after_commit_and_of_changed_file(store):
     with pytest.raises(StoreError, match="changed"):
         b"".join(drop.read(0))
     drop.close()
-
-
-def test_sequential_reads_share_pool_calls(store, monkeypatch):
-    """Pipelined RETR of many small messages reads ahead: far fewer pool calls than messages."""
-    for i in range(60):
-        deliver(store, b"From %d\n" % i * 50)
-    calls = []
-
-    def counting(fn, *args):
-        calls.append(fn)
-        return run_blocking(fn, *args)
-
-    monkeypatch.setattr(_common, "run_blocking", counting)
-    assert contents(store) == [PREFIX + b"From %d\n" % i * 50 for i in range(60)]
-    assert len(calls) <= 10
 
 
 # ---- the mboxrd line rewriter -----------------------------------------------------------------

@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,26 +64,40 @@ def client_context(ca: trustme.CA, **versions: ssl.TLSVersion) -> ssl.SSLContext
     return context
 
 
-def handshake(server_context: ssl.SSLContext, client: ssl.SSLContext,
-              timeout: float = 10.0) -> tuple[ssl.SSLSocket | TLSHandshakeError, object]:
-    """Run wrap_server on one end of a socketpair and the client on the other."""
-    server_end, client_end = socket.socketpair()
+Handshake = Callable[..., tuple[ssl.SSLSocket | TLSHandshakeError, object]]
 
-    def run_client() -> object:
+
+@pytest.fixture
+def handshake() -> Iterator[Handshake]:
+    """Run wrap_server on one end of a socketpair and the client on the other; every socket
+    the handshakes leave open is closed at teardown."""
+    opened: list[socket.socket] = []
+
+    def run(server_context: ssl.SSLContext, client: ssl.SSLContext,
+            timeout: float = 10.0) -> tuple[ssl.SSLSocket | TLSHandshakeError, object]:
+        server_end, client_end = socket.socketpair()
+
+        def run_client() -> object:
+            try:
+                return client.wrap_socket(client_end, server_hostname=HOST)
+            except (ssl.SSLError, OSError) as exc:
+                client_end.close()
+                return exc
+
+        client_greenlet = gevent.spawn(run_client)
         try:
-            return client.wrap_socket(client_end, server_hostname=HOST)
-        except (ssl.SSLError, OSError) as exc:
-            client_end.close()
-            return exc
+            server: ssl.SSLSocket | TLSHandshakeError = wrap_server(server_end, server_context,
+                                                                    timeout)
+        except TLSHandshakeError as exc:
+            server = exc
+        client_greenlet.join()
+        opened.extend(end for end in (server, client_greenlet.value)
+                      if isinstance(end, socket.socket))
+        return server, client_greenlet.value
 
-    client_greenlet = gevent.spawn(run_client)
-    try:
-        server: ssl.SSLSocket | TLSHandshakeError = wrap_server(server_end, server_context,
-                                                                timeout)
-    except TLSHandshakeError as exc:
-        server = exc
-    client_greenlet.join()
-    return server, client_greenlet.value
+    yield run
+    for sock in opened:
+        sock.close()
 
 
 DESCRIPTION = re.compile(r"^(TLSv1\.[23]) with cipher ([A-Z0-9_-]+) \((\d+)/\3 bits\)$")
@@ -140,7 +155,7 @@ def test_unreadable_file(certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unreadable_file_by_mode() -> None:
     """A key with mode 000 is reported as not readable, naming the file and the reason. Run as
-    an unprivileged user also under root, which reads any file (issue 10 item 1)."""
+    an unprivileged user also under root, which reads any file."""
     with owned_tempdir() as base, unprivileged():
         certs = write_certs(base)
         os.chmod(certs.config.key, 0)
@@ -196,7 +211,7 @@ def test_encrypted_key_is_refused_without_prompting(certs: Certs) -> None:
     (ssl.TLSVersion.TLSv1_2, trustme.KeyType.RSA),
 ])
 def test_handshake_and_description(tmp_path: Path, version: ssl.TLSVersion,
-                                   key_type: trustme.KeyType) -> None:
+                                   key_type: trustme.KeyType, handshake: Handshake) -> None:
     """wrap_server completes a real handshake; tls_description reads like Postfix's Received
     header text (RFC 5321 4.4 leaves the comment free-form): version, cipher, bits."""
     certs = write_certs(tmp_path, key_type)
@@ -218,7 +233,7 @@ def test_handshake_and_description(tmp_path: Path, version: ssl.TLSVersion,
 
 
 @pytest.mark.parametrize("maximum", ["TLSv1", "TLSv1_1"])
-def test_refuses_tls_1_0_and_1_1(certs: Certs, maximum: str) -> None:
+def test_refuses_tls_1_0_and_1_1(certs: Certs, maximum: str, handshake: Handshake) -> None:
     """A client that offers at most TLS 1.0 or 1.1 is refused (RFC 8996 2-3, RFC 8314 4.1)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -231,7 +246,7 @@ def test_refuses_tls_1_0_and_1_1(certs: Certs, maximum: str) -> None:
     assert isinstance(client_result, ssl.SSLError)
 
 
-def test_refuses_tls12_without_forward_secrecy(tmp_path: Path) -> None:
+def test_refuses_tls12_without_forward_secrecy(tmp_path: Path, handshake: Handshake) -> None:
     """TLS 1.2 clients offering only static-RSA key exchange find no shared cipher."""
     certs = write_certs(tmp_path, trustme.KeyType.RSA)
     client = client_context(certs.ca, maximum_version=ssl.TLSVersion.TLSv1_2)
@@ -296,7 +311,7 @@ def replace_files(target: Certs, source: Certs) -> None:
 
 
 def test_reload_keeps_old_context_on_broken_files_and_switches_on_good_ones(
-    certs: Certs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    certs: Certs, tmp_path: Path, caplog: pytest.LogCaptureFixture, handshake: Handshake
 ) -> None:
     """SIGHUP rebuilds the context: a broken renewal keeps the old one (logged), a good one is
     used by new connections while open connections keep theirs (DESIGN: certbot renewals)."""
@@ -328,7 +343,7 @@ def test_reload_keeps_old_context_on_broken_files_and_switches_on_good_ones(
     assert open_client.recv(100) == b"250 2.0.0 OK\r\n"
 
 
-def test_reload_with_new_paths(certs: Certs, tmp_path: Path) -> None:
+def test_reload_with_new_paths(certs: Certs, tmp_path: Path, handshake: Handshake) -> None:
     """reload(tls) takes new file names from a changed configuration."""
     holder = TLSContextHolder(certs.config)
     other = write_certs(tmp_path, name="-other")
