@@ -61,10 +61,40 @@ def event(logger: logging.Logger, level: int, name: str, /, *, exc_info: bool = 
         text = " ".join([name, *(f"{k}={render_value(v)}" for k, v in clean.items())])
         # Made here rather than by logger.log, which walks the stack to find the caller: a
         # file and line nobody prints, and without patching logging's private ``_srcfile``.
-        record = logger.makeRecord(logger.name, level, "", 0, text, (),
-                                   sys.exc_info() if exc_info else None,
-                                   extra={EVENT_FIELDS: clean, EVENT_NAME: name})
+        record = EventRecord(logger.name, level, text, sys.exc_info() if exc_info else None)
+        record.geomail_fields = clean
+        record.geomail_event = name
         logger.handle(record)
+
+
+class EventRecord(logging.LogRecord):
+    """A log record without what no geomail line prints (caller's file and line, thread,
+    process): a plain LogRecord looks them up on every line, a few microseconds each, and a
+    busy server logs several lines per message. Handlers see the attributes they expect."""
+
+    geomail_fields: dict[str, object]
+    geomail_event: str
+
+    def __init__(self, name: str, level: int, msg: str, exc_info: Any) -> None:
+        # Not super().__init__: that is the cost this class avoids.
+        now = time.time()
+        self.name = name
+        self.msg = msg
+        self.args = ()
+        self.levelno = level
+        self.levelname = logging.getLevelName(level)
+        self.pathname = self.filename = self.module = ""
+        self.lineno = 0
+        self.funcName = ""
+        self.exc_info = exc_info
+        self.exc_text = None
+        self.stack_info = None
+        self.created = now
+        self.msecs = (now - int(now)) * 1000
+        self.relativeCreated = 0.0
+        self.thread = self.threadName = None
+        self.process = self.processName = None
+        self.taskName = None
 
 
 class _Timestamps(logging.Formatter):
