@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from geomail.envelope import Body
 from geomail.errors import GeomailError
@@ -28,10 +28,9 @@ class DeliveryError(GeomailError):
 class Courier(Protocol):
     """Delivers one message to some recipients (all in one domain, or all local)."""
 
-    def deliver(self, sender: str, recipients: Sequence[str], body: Body,
-                ) -> Mapping[str, DeliveryError | None]:
-        """Try once; return each recipient's outcome (None: delivered). Cooperative (blocks the
-        calling greenlet only). Raises nothing but bugs: failures are DeliveryErrors in the map."""
+    def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
+        """Try once; return each recipient's ``Outcome``. Cooperative (blocks the calling
+        greenlet only). Raises nothing but bugs: failures are DeliveryErrors in the outcomes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +41,14 @@ class Attempt:
     tls: str | None = None  # "TLSv1.3", "TLSv1.3 verified", "none"; None when not SMTP
 
 
-class Outcomes(dict[str, "DeliveryError | None"]):
-    """A courier's answer: recipient -> outcome (None: delivered), plus each one's ``Attempt``."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One recipient's result of a delivery attempt: ``error`` None means delivered;
+    ``attempt`` is where it went (None when it never got as far as a host)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts: dict[str, Attempt] = {}
+    error: DeliveryError | None
+    attempt: Attempt | None = None
+
+
+Outcomes: TypeAlias = dict[str, Outcome]
+"""A courier's answer: recipient -> ``Outcome``."""

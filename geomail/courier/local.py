@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from geomail.delivery import Attempt, DeliveryError, Outcomes
+from geomail.delivery import Attempt, DeliveryError, Outcome, Outcomes
 from geomail.envelope import Body
 from geomail.errors import StoreError
 from geomail.log import event
@@ -29,7 +29,6 @@ class LocalCourier:
 
     def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
         """Store one copy per recipient; each recipient's outcome."""
-        outcomes = Outcomes()
         mailboxes = list(dict.fromkeys(recipients))
         copies = [Copy(m, delivery_prefix(sender, m)) for m in mailboxes]
         error: DeliveryError | None = None
@@ -43,9 +42,7 @@ class LocalCourier:
             event(log, logging.ERROR, "internal-error", exc_info=True,
                   where="local-delivery", to=",".join(mailboxes))
             error = DeliveryError("internal error during local delivery", False, 451, "4.3.0")
-        for mailbox in mailboxes:
-            outcomes[mailbox] = error
-            outcomes.attempts[mailbox] = Attempt(None, None)
+        outcomes = {mailbox: Outcome(error, Attempt(None, None)) for mailbox in mailboxes}
         if error is None:
             event(log, logging.DEBUG, "local-delivered", to=",".join(mailboxes))
         return outcomes

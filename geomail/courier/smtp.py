@@ -11,7 +11,7 @@ from typing import cast
 
 from geomail.address import domain_of, normalize_domain, split_address
 from geomail.config import RelayConfig
-from geomail.delivery import Attempt, DeliveryError, Outcomes
+from geomail.delivery import Attempt, DeliveryError, Outcome, Outcomes
 from geomail.envelope import Body
 from geomail.log import event
 from geomail.safeio import run_blocking
@@ -72,7 +72,7 @@ class SMTPCourier:
 
     def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
         """Try once; each recipient's outcome, and where it went."""
-        outcomes = Outcomes()
+        outcomes: Outcomes = {}
         if _unsendable(sender):
             _all(outcomes, recipients, DeliveryError(
                 "the sender address cannot be sent in SMTP", True, 553, "5.1.7"))
@@ -117,7 +117,7 @@ class SMTPCourier:
             except DeliveryError as exc:  # DNS: the domain as a whole
                 _all(outcomes, pending, exc)
         for rcpt in recipients:
-            outcomes.setdefault(rcpt, DeliveryError("not attempted", False, 451, "4.4.0"))
+            outcomes.setdefault(rcpt, Outcome(DeliveryError("not attempted", False, 451, "4.4.0")))
         return outcomes
 
     # ------------------------------------------------------------------ hosts
@@ -307,9 +307,10 @@ def _wire_address(address: str, smtputf8: bool) -> str | None:
 
 def _record(outcomes: Outcomes, rcpt: str, error: DeliveryError | None,
             where: Attempt | None) -> None:
-    outcomes[rcpt] = error
-    if where is not None:
-        outcomes.attempts[rcpt] = where
+    """Set ``rcpt``'s outcome; without ``where``, the host an earlier try reached stays."""
+    if where is None and rcpt in outcomes:
+        where = outcomes[rcpt].attempt
+    outcomes[rcpt] = Outcome(error, where)
 
 
 def _all(outcomes: Outcomes, rcpts: Sequence[str], error: DeliveryError,

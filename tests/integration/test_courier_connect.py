@@ -55,7 +55,7 @@ def test_connect_failure_is_worded_the_same(courier) -> None:
     messages = []
     for mode in MODES:
         error = courier(mode, port).deliver("alice@example.com", ["bob@anywhere.example"],
-                                            BytesBody(MESSAGE))["bob@anywhere.example"]
+                                            BytesBody(MESSAGE))["bob@anywhere.example"].error
         assert error is not None and not error.permanent
         messages.append(error.message)
     assert messages[0] == messages[1] == (

@@ -23,6 +23,7 @@ from geomail.store.maildir import MaildirStore
 from tests.support import free_port_on, wait_for
 from tests.support.dns import Dnsmasq
 from tests.support.mta import SmtpdPeer, SmtpSink
+from tests.support.outbound import errors
 
 HOSTS = {  # MX host -> loopback address; each test starts the servers it needs
     "mx1.a.test": "127.0.0.2", "dead.backup.test": "127.0.0.3", "mx2.backup.test": "127.0.0.4",
@@ -182,8 +183,8 @@ def test_first_mx_down_second_preference_gets_it(courier, mx_port) -> None:
     c = courier()
     with SmtpSink("127.0.0.4", mx_port) as sink:
         out = c.deliver("alice@example.com", ["bob@backup.test"], BytesBody(MESSAGE))
-        assert out == {"bob@backup.test": None}
-        assert out.attempts["bob@backup.test"].remote_mta.startswith("mx2.backup.test [127.0.0.4]")
+        assert errors(out) == {"bob@backup.test": None}
+        assert out["bob@backup.test"].attempt.remote_mta.startswith("mx2.backup.test [127.0.0.4]")
         assert len(sink.messages()) == 1
 
 
@@ -203,8 +204,8 @@ def test_implicit_mx_and_cname(courier, zone, mx_port) -> None:
     assert host.name == "mx1.a.test"
     c = courier()
     with SmtpSink("127.0.0.5", mx_port) as sink:
-        assert c.deliver("alice@example.com", ["x@implicit.test"], BytesBody(MESSAGE)) == {
-            "x@implicit.test": None}
+        out = c.deliver("alice@example.com", ["x@implicit.test"], BytesBody(MESSAGE))
+        assert errors(out) == {"x@implicit.test": None}
         assert sink.messages()[0].rcpt_tos == ["x@implicit.test"]
 
 
@@ -228,7 +229,7 @@ def test_null_mx_bounces_at_once(setup) -> None:
 def test_nxdomain_is_permanent(courier) -> None:
     """RFC 5321 5.1: a domain that does not exist fails permanently (it bounces)."""
     out = courier().deliver("alice@example.com", ["bob@nowhere.test"], BytesBody(MESSAGE))
-    error = out["bob@nowhere.test"]
+    error = out["bob@nowhere.test"].error
     assert error is not None and error.permanent and error.enhanced == "5.1.2"
 
 
@@ -238,7 +239,7 @@ def test_dns_failures_defer(courier, setup, zone) -> None:
     c = courier(dns_timeout=1.0)
     for domain in ("slow.test", "outside.example"):  # forwarded to a dead port; refused
         error = c.deliver("alice@example.com", [f"bob@{domain}"], BytesBody(MESSAGE))[
-            f"bob@{domain}"]
+            f"bob@{domain}"].error
         assert error is not None and not error.permanent, domain
     s = setup(nameservers=(("127.0.0.1", free_port_on(["127.0.0.1"])),), dns_timeout=0.5,
               retry=(30.0,))
@@ -252,7 +253,8 @@ def test_dns_failures_defer(courier, setup, zone) -> None:
 
 def test_mx_host_without_address_defers(courier) -> None:
     """RFC 5321 5.1: an MX name that does not resolve is the domain's (fixable) problem: retry."""
-    error = courier().deliver("a@example.com", ["b@ghost.test"], BytesBody(MESSAGE))["b@ghost.test"]
+    out = courier().deliver("a@example.com", ["b@ghost.test"], BytesBody(MESSAGE))
+    error = out["b@ghost.test"].error
     assert error is not None and not error.permanent
 
 

@@ -14,6 +14,7 @@ from geomail.spool import BytesBody
 from tests.support import free_port, free_port_on
 from tests.support.dns import Dnsmasq
 from tests.support.mta import SmtpdPeer, SmtpSink
+from tests.support.outbound import errors
 
 HOSTS = {"mx.tls.test": "127.0.0.20", "mx.size.test": "127.0.0.21",
          "mx.seven.test": "127.0.0.22", "mx.utf8.test": "127.0.0.23",
@@ -78,9 +79,9 @@ def test_opportunistic_starttls_is_used_and_reported(courier, certs, mx_port) ->
     a fresh EHLO after it, and the outcome reported for the queue to record."""
     with SmtpdPeer("127.0.0.20", mx_port, tls="starttls", cert=certs[0], key=certs[0]) as peer:
         out = courier().deliver("alice@example.com", ["bob@tls.test"], BytesBody(MESSAGE))
-        assert out == {"bob@tls.test": None}
-        assert out.attempts["bob@tls.test"].tls.startswith("TLSv1.")
-        assert "verified" not in out.attempts["bob@tls.test"].tls
+        assert errors(out) == {"bob@tls.test": None}
+        assert out["bob@tls.test"].attempt.tls.startswith("TLSv1.")
+        assert "verified" not in out["bob@tls.test"].attempt.tls
         [got] = peer.messages()
         assert got.meta["tls"] is True and got.content == MESSAGE
 
@@ -96,10 +97,10 @@ def test_failed_tls_handshake_falls_back_to_plain_text(courier, certs, mx_port) 
                    tls12=True) as peer:
         out = courier(mx_tls=picky).deliver("alice@example.com", ["bob@tls.test"],
                                             BytesBody(MESSAGE))
-        assert out == {"bob@tls.test": None} and out.attempts["bob@tls.test"].tls == "none"
+        assert errors(out) == {"bob@tls.test": None} and out["bob@tls.test"].attempt.tls == "none"
         assert [m.meta["tls"] for m in peer.messages()] == [False]
         error = courier(verify_tls=True).deliver(  # trustme's CA is not a system CA
-            "alice@example.com", ["bob@tls.test"], BytesBody(MESSAGE))["bob@tls.test"]
+            "alice@example.com", ["bob@tls.test"], BytesBody(MESSAGE))["bob@tls.test"].error
         assert error is not None and not error.permanent and "TLS" in error.message
         assert len(peer.messages()) == 1
 
@@ -115,15 +116,15 @@ def test_smarthost_auth_over_tls(courier, certs, mode) -> None:
                    auth="relayuser:s3cret") as peer:
         c = courier(smarthost=smarthost, smarthost_tls=context)
         out = c.deliver("alice@example.com", ["bob@anywhere.example"], BytesBody(MESSAGE))
-        assert out == {"bob@anywhere.example": None}
-        assert out.attempts["bob@anywhere.example"].tls.endswith(" verified")
+        assert errors(out) == {"bob@anywhere.example": None}
+        assert out["bob@anywhere.example"].attempt.tls.endswith(" verified")
         [got] = peer.messages()
         assert got.meta["tls"] and got.meta["authenticated"] and got.meta["login"] == "relayuser"
         assert got.rcpt_tos == ["bob@anywhere.example"] and got.content == MESSAGE
         bad = SmarthostConfig("localhost", port, mode, "relayuser", "wrong", verify_tls=True)
         error = courier(smarthost=bad, smarthost_tls=context).deliver(
             "alice@example.com", ["bob@anywhere.example"], BytesBody(MESSAGE))[
-            "bob@anywhere.example"]
+            "bob@anywhere.example"].error
         assert error is not None and not error.permanent and "credentials" in error.message
 
 
@@ -136,13 +137,13 @@ def test_smarthost_requires_tls(courier, certs) -> None:
                    auth="u:p") as peer:
         error = courier(smarthost=smarthost).deliver(  # system CAs: trustme's CA is unknown
             "alice@example.com", ["bob@anywhere.example"], BytesBody(MESSAGE))[
-            "bob@anywhere.example"]
+            "bob@anywhere.example"].error
         assert error is not None and not error.permanent and "TLS" in error.message
         assert peer.messages() == []
     with SmtpSink("127.0.0.1", port) as sink:
         error = courier(smarthost=smarthost).deliver(
             "alice@example.com", ["bob@anywhere.example"], BytesBody(MESSAGE))[
-            "bob@anywhere.example"]
+            "bob@anywhere.example"].error
         assert error is not None and not error.permanent and "STARTTLS" in error.message
         assert sink.messages() == []
 
@@ -153,11 +154,11 @@ def test_size_limit_fails_at_once(courier, mx_port) -> None:
     with SmtpdPeer("127.0.0.21", mx_port, size=2000) as peer:
         c = courier()
         out = c.deliver("alice@example.com", ["bob@size.test"], BytesBody(b"x" * 5000 + b"\n"))
-        error = out["bob@size.test"]
+        error = out["bob@size.test"].error
         assert error is not None and error.permanent and (error.code, error.enhanced) == (
             552, "5.3.4")
-        assert c.deliver("alice@example.com", ["bob@size.test"], BytesBody(MESSAGE)) == {
-            "bob@size.test": None}
+        out = c.deliver("alice@example.com", ["bob@size.test"], BytesBody(MESSAGE))
+        assert errors(out) == {"bob@size.test": None}
         [got] = peer.messages()
         crlf_size = len(MESSAGE.replace(b"\n", b"\r\n"))
         assert f"SIZE={crlf_size}" in got.meta["mail_options"]
@@ -168,12 +169,13 @@ def test_8bit_needs_8bitmime(courier, mx_port) -> None:
     fails with a clear permanent error instead of being mangled."""
     body = BytesBody(b"Subject: caf\xc3\xa9\n\ncaf\xc3\xa9\n")
     with SmtpSink("127.0.0.22", mx_port, ["-8"]) as sink:
-        error = courier().deliver("alice@example.com", ["bob@seven.test"], body)["bob@seven.test"]
+        out = courier().deliver("alice@example.com", ["bob@seven.test"], body)
+        error = out["bob@seven.test"].error
         assert error is not None and error.permanent and error.enhanced == "5.6.3"
         assert "8BITMIME" in error.message and sink.messages() == []
     with SmtpSink("127.0.0.22", mx_port) as sink:
-        assert courier().deliver("alice@example.com", ["bob@seven.test"], body) == {
-            "bob@seven.test": None}
+        out = courier().deliver("alice@example.com", ["bob@seven.test"], body)
+        assert errors(out) == {"bob@seven.test": None}
         [got] = sink.messages()
         assert "BODY=8BITMIME" in got.mail_args and got.content == b"".join(body.chunks())
 
@@ -183,16 +185,16 @@ def test_smtputf8_addresses(courier, mx_port) -> None:
     parameter where offered, a permanent 553 5.6.7 where not; ASCII recipients unaffected."""
     with SmtpdPeer("127.0.0.23", mx_port) as peer:
         out = courier().deliver("alice@example.com", ["jösé@utf8.test"], BytesBody(MESSAGE))
-        assert out == {"jösé@utf8.test": None}
+        assert errors(out) == {"jösé@utf8.test": None}
         [got] = peer.messages()
         assert got.rcpt_tos == ["jösé@utf8.test"] and "SMTPUTF8" in got.meta["mail_options"]
     with SmtpSink("127.0.0.23", mx_port) as sink:
         out = courier().deliver("alice@example.com", ["jösé@utf8.test", "bob@utf8.test"],
                                 BytesBody(MESSAGE))
-        error = out["jösé@utf8.test"]
+        error = out["jösé@utf8.test"].error
         assert error is not None and error.permanent and (error.code, error.enhanced) == (
             553, "5.6.7")
-        assert out["bob@utf8.test"] is None
+        assert out["bob@utf8.test"].error is None
         assert [m.rcpt_tos for m in sink.messages()] == [["bob@utf8.test"]]
 
 
@@ -202,8 +204,8 @@ def test_connection_reused_for_the_same_destination(courier, mx_port) -> None:
     with SmtpdPeer("127.0.0.24", mx_port) as peer:
         c = courier()
         for n in range(3):
-            assert c.deliver("alice@example.com", [f"u{n}@reuse.test"], BytesBody(MESSAGE)) == {
-                f"u{n}@reuse.test": None}
+            out = c.deliver("alice@example.com", [f"u{n}@reuse.test"], BytesBody(MESSAGE))
+            assert errors(out) == {f"u{n}@reuse.test": None}
         got = peer.messages()
         assert len(got) == 3
         assert len({tuple(m.meta["peer"]) for m in got}) == 1  # one TCP connection
@@ -230,7 +232,7 @@ def test_connections_bounded_per_domain(courier, mx_port) -> None:
                              BytesBody(MESSAGE)) for n in range(4)]
         gevent.joinall(jobs, timeout=30)
         sampler.kill()
-        assert [j.value for j in jobs] == [{f"u{n}@busy.test": None} for n in range(4)]
+        assert [errors(j.value) for j in jobs] == [{f"u{n}@busy.test": None} for n in range(4)]
         assert len(sink.messages()) == 4
     assert max(peak) == 2
 
@@ -238,8 +240,8 @@ def test_connections_bounded_per_domain(courier, mx_port) -> None:
 def test_helo_fallback_without_esmtp(courier, mx_port) -> None:
     """RFC 5321 4.1.4 / 3.2: a server that refuses EHLO gets HELO, and plain SMTP is used."""
     with SmtpSink("127.0.0.26", mx_port, ["-e"]) as sink:
-        assert courier().deliver("alice@example.com", ["bob@old.test"], BytesBody(MESSAGE)) == {
-            "bob@old.test": None}
+        out = courier().deliver("alice@example.com", ["bob@old.test"], BytesBody(MESSAGE))
+        assert errors(out) == {"bob@old.test": None}
         [got] = sink.messages()
         assert got.content == MESSAGE and got.mail_args == "<alice@example.com>"
         assert got.meta["proto"] == "SMTP" and got.helo == "mail.example.com"
@@ -252,8 +254,8 @@ def test_command_timeout_moves_to_the_next_mx(courier, mx_port) -> None:
             SmtpSink("127.0.0.29", mx_port) as good:
         out = courier(command_timeout=0.5).deliver("alice@example.com", ["bob@slow.test"],
                                                    BytesBody(MESSAGE))
-        assert out == {"bob@slow.test": None}
-        assert out.attempts["bob@slow.test"].remote_mta.startswith("mx2.slow.test")
+        assert errors(out) == {"bob@slow.test": None}
+        assert out["bob@slow.test"].attempt.remote_mta.startswith("mx2.slow.test")
         assert slow.messages() == [] and len(good.messages()) == 1
 
 
@@ -263,8 +265,8 @@ def test_large_body_sent_in_chunks_byte_exact(courier, mx_port) -> None:
     line = b"." + b"x" * 70 + b"\n"
     content = b"Subject: big\n\n" + line * (3 * 1024 * 1024 // len(line)) + b"last line"
     with SmtpSink("127.0.0.27", mx_port) as sink:
-        assert courier().deliver("alice@example.com", ["bob@big.test"], BytesBody(content)) == {
-            "bob@big.test": None}
+        out = courier().deliver("alice@example.com", ["bob@big.test"], BytesBody(content))
+        assert errors(out) == {"bob@big.test": None}
         [got] = sink.messages()
         assert got.content == content + b"\n"  # the wire form ends every line, the last too
 
@@ -274,11 +276,12 @@ def test_internationalised_domain_sent_as_a_labels(courier, mx_port) -> None:
     server without SMTPUTF8 still takes an ASCII local part."""
     with SmtpSink("127.0.0.30", mx_port) as sink:
         out = courier().deliver("alice@example.com", ["bob@bücher.test"], BytesBody(MESSAGE))
-        assert out == {"bob@bücher.test": None}
+        assert errors(out) == {"bob@bücher.test": None}
         assert sink.messages()[0].rcpt_tos == ["bob@xn--bcher-kva.test"]
         bad = ["bob@x.test>\r\nRSET", "bo\r\nb@old.test", "bob@exa mple.test"]
         out = courier().deliver("alice@example.com", bad, BytesBody(MESSAGE))
-        assert all(e is not None and e.permanent for e in out.values())  # never sent
+        assert all(o.error is not None and o.error.permanent for o in out.values())  # never sent
         out = courier().deliver("al\nice@example.com", ["bob@old.test"], BytesBody(MESSAGE))
-        assert out["bob@old.test"] is not None and out["bob@old.test"].enhanced == "5.1.7"
+        error = out["bob@old.test"].error
+        assert error is not None and error.enhanced == "5.1.7"
         assert len(sink.messages()) == 1

@@ -14,6 +14,7 @@ from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
 
+from geomail.delivery import DeliveryError, Outcome
 from tests.support.dns import Dnsmasq
 from tests.support.geomail import PASSWORD, base_config
 from tests.support.smtp import process_config
@@ -137,3 +138,8 @@ def queue_items(data_dir: str | Path) -> dict[str, dict[str, Any]]:
 def statuses(item: Mapping[str, Any]) -> dict[str, str]:
     """recipient -> status of one queue item."""
     return {r["address"]: r["status"] for r in item["recipients"]}
+
+
+def errors(outcomes: Mapping[str, Outcome]) -> dict[str, DeliveryError | None]:
+    """A courier's outcomes reduced to each recipient's error (None: delivered)."""
+    return {rcpt: outcome.error for rcpt, outcome in outcomes.items()}

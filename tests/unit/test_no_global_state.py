@@ -17,6 +17,7 @@ IMMUTABLE_CALLS = {
     "re.compile", "TypeVar", "frozenset", "tuple", "bytes", "object", "namedtuple", "NewType",
     "Reply", "R.R421_TIMEOUT.with_text",  # frozen reply values
     "DeliveryError", "MessageAborted",  # exception instances used as constant values
+    "Outcome",  # a frozen dataclass
     "CanonicalizationPolicy.from_c_value",  # dkimpy's immutable canonicalization pair
     "os.urandom(2).hex",  # a str
     "argon2.PasswordHasher",  # holds only its fixed parameters

@@ -15,7 +15,7 @@ import pytest
 from gevent.event import Event
 
 from geomail.config import RelayConfig
-from geomail.delivery import Attempt, DeliveryError, Outcomes
+from geomail.delivery import Attempt, DeliveryError, Outcome, Outcomes
 from geomail.envelope import Body
 from geomail.queue.files import QueueBusy
 from geomail.queue.item import QueueItem
@@ -72,11 +72,11 @@ class FakeCourier:
     def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
         content = b"".join(body.chunks())
         self.calls.append((sender, list(recipients), content))
-        out = Outcomes()
+        out: Outcomes = {}
         for rcpt in recipients:
             steps = self.script.get(rcpt, [])
-            out[rcpt] = steps.pop(0) if steps else None
-            out.attempts[rcpt] = Attempt(f"mx.{self.name} [192.0.2.1]:25", "TLSv1.3")
+            out[rcpt] = Outcome(steps.pop(0) if steps else None,
+                                Attempt(f"mx.{self.name} [192.0.2.1]:25", "TLSv1.3"))
         return out
 
     def delivered_to(self, address: str) -> list[bytes]:
