@@ -28,7 +28,7 @@ from geomail.metrics import Labels, Metrics
 from geomail.policy.pop3 import POP3Policy
 from geomail.policy.smtp import Services, SMTPPolicy
 from geomail.proto import reply as R
-from geomail.proto.pop3 import POP3Settings
+from geomail.proto.pop3_types import POP3Settings
 from geomail.proto.smtp_types import SMTPSettings
 from geomail.queue.control import ControlServer, socket_path
 from geomail.queue.item import QueueItem, Recipient

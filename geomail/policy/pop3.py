@@ -7,7 +7,7 @@ import logging
 from geomail.errors import MailboxBusy, StoreError
 from geomail.log import event
 from geomail.login import LoginChecker
-from geomail.proto.pop3 import LoginRefused, MailboxInUse, Unavailable
+from geomail.proto.pop3_types import LoginRefused, MailboxInUse, Unavailable
 from geomail.proto.sasl import Credentials
 from geomail.store.base import Maildrop, MessageStore
 

@@ -34,25 +34,18 @@ While DATA or BDAT content is read the session is in DATA/BDAT, during an AUTH e
 a BDAT chunk is always read to its end, even when the command is refused (RFC 3030 2), unless
 its size would take the message past the limit (552, closing, the chunk unread).
 
-Error and junk limits (as Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit,
-smtpd_error_sleep_time and smtpd_junk_command_limit): every refused command (a 4xx or 5xx
-reply) counts as an error; past ``soft_error_limit`` errors each further refusal is preceded by
-a ``Delay`` output, at ``hard_error_limit`` the session ends with 421 4.7.0. NOOP, RSET, VRFY,
-HELP, EXPN, HELO, EHLO and recipients over the limit (452 4.5.3) are junk: past
-``junk_command_limit`` each counts as an error too. Both counts restart when a message is
-accepted. Protocol errors (5.5.x) are also bounded on their own by ``max_bad_commands``.
+Refused and junk commands count against the error limits of ``proto/smtp_limits.py``; the
+message content (DATA, BDAT, hop counting) is read by ``proto/smtp_content.py``.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from geomail.envelope import Envelope
 from geomail.proto import reply as R
-from geomail.proto.dotreader import ChunkReader, DataFault, DotReader
-from geomail.proto.hopcount import HopCounter
 from geomail.proto.lines import LineBuffer, LineFault
 from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.sasl import (
@@ -64,6 +57,8 @@ from geomail.proto.sasl import (
     encode_challenge,
 )
 from geomail.proto.smtp_args import ArgumentError, parse_path_argument
+from geomail.proto.smtp_content import MESSAGE_ABORTED, MessageContent
+from geomail.proto.smtp_limits import JUNK_VERBS, ErrorLimits
 from geomail.proto.smtp_types import (
     Answer,
     Authenticate,
@@ -76,40 +71,27 @@ from geomail.proto.smtp_types import (
     Request,
     SessionInfo,
     SMTPSettings,
+    State,
 )
 
+if TYPE_CHECKING:
+    from geomail.proto.dotreader import ChunkReader, DotReader
+    from geomail.proto.hopcount import HopCounter
+
 Output = Reply | StartTLS | Close | Delay | Request | MessageStart | MessageData | MessageAborted
-MESSAGE_ABORTED = MessageAborted()
 
 # RFC 1870 4, RFC 4954 5, RFC 6152, RFC 6531: room MAIL parameters may add to the 512 octets.
 PARAMETER_ALLOWANCE = 550
 HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS", "DELETE"})
 MAX_AUTH_FAILURES_PER_CONNECTION = 3
-# Commands that make no progress towards a message (Postfix's junk commands, plus HELO/EHLO).
-JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "HELP", "EXPN", "HELO", "EHLO"})
 
 
-class State(enum.Enum):
-    """Where the session is in RFC 5321's command sequence."""
-
-    INITIAL = "initial"  # greeted, no HELO/EHLO yet
-    READY = "ready"  # HELO/EHLO done, no transaction
-    MAIL = "mail"  # MAIL accepted, no recipient yet
-    RCPT = "rcpt"  # at least one recipient accepted
-    DATA = "data"  # reading DATA content
-    BDAT = "bdat"  # reading a BDAT chunk
-    AUTH = "auth"  # inside an AUTH exchange
-    CLOSED = "closed"
-
-
-class SMTPSession:
+class SMTPSession(MessageContent):
     """One SMTP server conversation. ``feed(bytes)`` returns the outputs to act on, in order."""
 
     # Thousands of idle sessions stay in memory: no per-instance __dict__.
-    __slots__ = ("_auth_failures", "_bad_commands", "_bdat_last", "_bdat_left", "_bdat_refusal",
-                 "_body_open", "_chunks", "_data", "_errors", "_hops", "_junk", "_lines", "_out",
-                 "_pending", "_resume_state", "_sasl", "_starttls", "_trace", "accepted",
-                 "envelope", "info", "settings", "state", "too_many_errors")
+    __slots__ = ("_auth_failures", "_limits", "_lines", "_out", "_pending", "_sasl", "_starttls",
+                 "_trace", "accepted", "envelope", "info", "settings", "too_many_errors")
 
     def __init__(self, info: SessionInfo, settings: SMTPSettings,
                  trace: Callable[[str, str], None] | None = None) -> None:
@@ -122,9 +104,7 @@ class SMTPSession:
         if settings.auth_offered:
             limit = max(limit, MAX_RESPONSE + 2)
         self._lines = LineBuffer(limit)
-        self._bad_commands = 0  # protocol errors, for max_bad_commands
-        self._errors = 0  # refused commands since the last accepted message
-        self._junk = 0  # junk commands since the last accepted message
+        self._limits = ErrorLimits(settings)
         self._auth_failures = 0
         self._hops: HopCounter | None = None
         self._body_open = False  # MessageStart sent, neither MessageComplete nor Aborted yet
@@ -309,24 +289,8 @@ class SMTPSession:
 
     def _respond(self, reply: Reply, out: list[Output], *, junk: bool = False,
                  protocol: bool = False) -> None:
-        """Queue ``reply``; count it against the error and junk limits (see the module
-        docstring): delay it past the soft limit, close with 421 at a hard one."""
-        settings = self.settings
-        overshoot = reply.code == 452 and reply.enhanced == "4.5.3"  # too many recipients
-        error = reply.is_error and not overshoot
-        if junk or overshoot:
-            self._junk += 1
-            error = error or self._junk > settings.junk_command_limit
-        if error:
-            self._errors += 1
-            if (settings.soft_error_limit < self._errors < settings.hard_error_limit
-                    and settings.error_sleep_time > 0):
-                out.append(Delay(settings.error_sleep_time))
-        out.append(reply)
-        if protocol:
-            self._bad_commands += 1
-        if (error and self._errors >= settings.hard_error_limit) or (
-                self._bad_commands >= settings.max_bad_commands):
+        """Queue ``reply``, counted against the error limits; close with 421 at a hard one."""
+        if self._limits.respond(reply, out.append, junk, protocol):
             out.append(R.R421_TOO_MANY_ERRORS)
             self.too_many_errors = True
             self._close(out)
@@ -462,64 +426,11 @@ class SMTPSession:
         self.state = State.RCPT
         return R.R250_RECIPIENT_OK
 
-    def cmd_DATA(self, arg: str) -> Reply:
-        """RFC 5321 4.1.1.4: 354, then content until CRLF.CRLF."""
-        refusal = self._transaction_refusal()
-        if refusal is not None:
-            return refusal
-        if self._in_bdat():
-            return R.R503_BAD_SEQUENCE.with_text("DATA cannot follow BDAT")  # RFC 3030 2
-        if arg:
-            return R.R501_SYNTAX.with_text("DATA takes no arguments")
-        self._start_message()
-        self._data = DotReader(self._write_body, self.settings.max_message_size,
-                               self.settings.max_line_length)
-        self.state = State.DATA
-        return R.R354_START_DATA
-
-    def _start_message(self) -> None:
-        self._body_open = True
-        self._hops = HopCounter()
-        self._out.append(MessageStart(self.envelope))
-
-    def _in_bdat(self) -> bool:
-        """A BDAT chunk of this transaction has been read (accepted or refused)."""
-        return self._chunks is not None or self._bdat_refusal is not None
-
-    def _transaction_refusal(self) -> Reply | None:
-        if self.state is State.INITIAL:
-            return R.R503_HELO_FIRST
-        if self.state is State.READY:
-            return R.R503_NEED_MAIL
-        if self.state is State.MAIL:
-            return R.R554_NO_VALID_RECIPIENTS  # RFC 5321 3.3
-        return None
-
-    def cmd_BDAT(self, arg: str) -> Reply | None:
-        """RFC 3030 2: ``BDAT <size> [LAST]``; the chunk is read even when refused, except one
-        that would take the message past the size limit: 552 and close, unread."""
-        parts = arg.split()
-        size = parts[0] if parts else ""
-        if not (size.isascii() and size.isdigit()) or len(size) > 15 or len(parts) > 2 or (
-                len(parts) == 2 and parts[1].upper() != "LAST"):
-            self.state = State.CLOSED  # without a size the octets that follow cannot be framed
-            return R.R501_SYNTAX.with_text("Syntax: BDAT <size> [LAST]; closing connection")
-        received = self._chunks.size if self._chunks is not None else 0
-        if int(size) + received > self.settings.max_message_size:
-            # Reading octets only to refuse them would let one command cost gigabytes of
-            # bandwidth and time: refuse and close unread (RFC 1870 6.1).
-            self.state = State.CLOSED
-            return R.R552_TOO_BIG.with_text("Message too big for system; closing connection")
-        self._bdat_left = int(size)
-        self._bdat_last = len(parts) == 2
-        self._bdat_refusal = self._transaction_refusal() or self._bdat_refusal
-        if self._bdat_refusal is None and self._chunks is None:
-            self._start_message()
-            self._chunks = ChunkReader(self._write_body, self.settings.max_message_size,
-                                       self.settings.max_line_length)
-        self._resume_state = self.state
-        self.state = State.BDAT
-        return None
+    def _message_answered(self, reply: Reply) -> Reply:
+        if reply.code == 250:
+            self.accepted += 1
+            self._limits.progress()  # the client delivered mail
+        return reply
 
     def cmd_RSET(self, arg: str) -> Reply:
         """RFC 5321 4.1.1.5."""
@@ -613,86 +524,6 @@ class SMTPSession:
                 return R.R421_AUTH_BLOCKED
         return refusal
 
-    # ---- message content ------------------------------------------------------------------
-
-    def _write_body(self, data: bytes) -> None:
-        """The readers' sink: count the hops while the header section lasts; hand the content
-        to the shell."""
-        hops = self._hops
-        if hops is not None and not hops.done:
-            hops.feed(data)
-        self._out.append(MessageData(data))
-
-    def _read_data(self, out: list[Output]) -> bool:
-        """Feed buffered bytes to the DATA reader; True when the message ended."""
-        assert self._data is not None
-        buffered = self._lines.take()
-        used = self._data.feed(buffered)
-        self._lines.unread(buffered[used:])
-        if self._data.fault is DataFault.BARE_NEWLINE:
-            out.append(R.R521_BARE_NEWLINE)
-            self._close(out)
-            return False
-        if not self._data.done:
-            return False
-        self._finish_message(self._data.fault, out)
-        return True
-
-    def _read_chunk(self, out: list[Output]) -> bool:
-        """Feed buffered bytes to the current BDAT chunk; True when the chunk is complete."""
-        if self._bdat_left:
-            buffered = self._lines.take()
-            part, rest = buffered[: self._bdat_left], buffered[self._bdat_left :]
-            self._bdat_left -= len(part)
-            if self._chunks is not None and self._bdat_refusal is None:
-                self._chunks.feed(part)
-            self._lines.unread(rest)
-            if self._bdat_left:
-                return False
-        self.state = self._resume_state
-        if self._bdat_refusal is not None:
-            refusal = self._bdat_refusal
-            if self._bdat_last:
-                self._reset_transaction()
-                self.state = self._idle_state()
-            self._respond(refusal, out)
-            return True
-        assert self._chunks is not None
-        if self._bdat_last:
-            self._chunks.finish()
-        fault = self._chunks.fault
-        if self._bdat_last:
-            self._finish_message(fault, out)
-        elif fault is not None:
-            self._bdat_refusal = _fault_reply(fault)
-            self._respond(self._bdat_refusal, out)
-        else:
-            out.append(Reply(250, "2.0.0", f"{self._chunks.size} octets received"))
-        return True
-
-    def _finish_message(self, fault: DataFault | None, out: list[Output]) -> None:
-        """The content ended: refuse it (fault, mail loop) or ask the shell to accept it."""
-        envelope, hops = self.envelope, self._hops
-        self._body_open = False
-        self._reset_transaction()
-        self.state = self._idle_state()
-        assert hops is not None
-        if fault is None:
-            hops.finish()
-            if hops.count <= self.settings.max_received_headers:
-                self._ask(MessageComplete(envelope))
-                return
-        out.append(MESSAGE_ABORTED)
-        # RFC 5321 6.3: too many Received fields is a mail loop.
-        self._respond(_fault_reply(fault) if fault is not None else R.R554_MAIL_LOOP, out)
-
-    def _message_answered(self, reply: Reply) -> Reply:
-        if reply.code == 250:
-            self.accepted += 1
-            self._errors = self._junk = 0  # progress: the client delivered mail
-        return reply
-
-
 @functools.lru_cache(maxsize=64)
 def _ehlo_reply(settings: SMTPSettings, starttls: bool, auth: bool) -> Reply:
     """The EHLO reply (RFC 5321 4.1.1.1): the same few variants over and over, so cached."""
@@ -715,11 +546,6 @@ _SASL_REFUSALS = {
 def _argument_reply(exc: ArgumentError) -> Reply:
     return {"syntax": R.R501_SYNTAX, "address": R.R553_BAD_ADDRESS,
             "param": R.R555_UNKNOWN_PARAMETER}.get(exc.kind, R.R501_SYNTAX)
-
-
-def _fault_reply(fault: DataFault) -> Reply:
-    return {DataFault.TOO_BIG: R.R552_TOO_BIG, DataFault.LINE_TOO_LONG: R.R554_LINE_TOO_LONG,
-            DataFault.BARE_NEWLINE: R.R554_BARE_NEWLINE_IN_BDAT}[fault]
 
 
 # Dispatch by verb: an explicit table, never getattr on client input.

@@ -1,9 +1,10 @@
 """What an SMTP session shares with its shell: facts about the connection (SessionInfo), the
-per-listener knobs (SMTPSettings), and the requests the session hands out for the shell to
-answer (h11's events: the session itself never calls anything)."""
+per-listener knobs (SMTPSettings), the session's State, and the requests the session hands out
+for the shell to answer (h11's events: the session itself never calls anything)."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from geomail.envelope import Envelope
@@ -111,3 +112,15 @@ class SMTPSettings:
     implicit_tls: bool = False  # TLS starts before the greeting (RFC 8314 3.3)
     banner: str = field(default="ESMTP geomail")
 
+
+class State(enum.Enum):
+    """Where the session is in RFC 5321's command sequence."""
+
+    INITIAL = "initial"  # greeted, no HELO/EHLO yet
+    READY = "ready"  # HELO/EHLO done, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # reading DATA content
+    BDAT = "bdat"  # reading a BDAT chunk
+    AUTH = "auth"  # inside an AUTH exchange
+    CLOSED = "closed"

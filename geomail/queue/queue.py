@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,7 +15,7 @@ from gevent.event import Event
 
 from geomail.address import domain_of
 from geomail.config import RelayConfig
-from geomail.delivery import Courier, DeliveryError, Outcomes
+from geomail.delivery import Courier, DeliveryError, Outcome, Outcomes
 from geomail.envelope import Body
 from geomail.ids import new_id
 from geomail.log import event
@@ -23,9 +23,7 @@ from geomail.metrics import Metrics
 from geomail.proto.client import printable
 from geomail.proto.hopcount import count_received
 from geomail.safeio import DirSyncer, run_blocking, write_atomic
-from geomail.spool import BytesBody
 
-from . import dsn
 from .files import (
     HOLD_DIR,
     QueuedBody,
@@ -47,6 +45,7 @@ from .item import (
     item_path,
     valid_id,
 )
+from .reports import Reports
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class _Entry:
 EventHook = Callable[[str, QueueItem, Recipient | None], None]
 
 
-class Queue:
+class Queue(Reports):
     """Durable outbound queue (chasquid's design): ``put`` returns once the message and its
     envelope are on disk; a greenlet per item tries its pending recipients, grouped per
     courier and domain, records each outcome atomically, sleeps through the ``relay.retry``
@@ -315,7 +314,7 @@ class Queue:
         if entry.op == "bounce":
             now = self.clock.now()
             for rcpt in item.pending:
-                self._settle(item, rcpt, ADMIN_BOUNCE, None, now)
+                self._settle(item, rcpt, ADMIN_BOUNCE, now)
             entry.op = None
         if item.pending:
             wake_at = min(item.next_attempt, self._warning_time(item))
@@ -356,7 +355,7 @@ class Queue:
             for rcpt in item.pending:
                 rcpt.attempts += 1
                 rcpt.last_attempt = now
-                self._settle(item, rcpt, loop, None, now)
+                self._settle(item, rcpt, loop, now)
             return []
         local = [r.address for r in item.pending if self.is_local(r.address)]
         groups: list[tuple[Courier, list[str]]] = [(self.local, local)] if local else []
@@ -402,35 +401,35 @@ class Queue:
         reported; returns the ones still pending."""
         now = self.clock.now()
         outcomes = worker.value if worker.successful() else None
-        attempts = outcomes.attempts if isinstance(outcomes, Outcomes) else {}
         pending = []
         for address in addresses:
             rcpt = item.recipient(address)
             assert rcpt is not None
             outcome = (outcomes.get(address, _NO_OUTCOME) if outcomes is not None
                        else _NO_OUTCOME)
-            where = attempts.get(address)
+            where = outcome.attempt
             rcpt.attempts += 1
             rcpt.last_attempt = now
             if where is not None:
                 rcpt.remote_mta = printable(where.remote_mta) if where.remote_mta else None
                 rcpt.tls = printable(where.tls) if where.tls else None
-            self._settle(item, rcpt, outcome, where, now)
+            self._settle(item, rcpt, outcome.error, now)
             if rcpt.status == PENDING:
                 pending.append(rcpt)
         return pending
 
     def _deliver(self, courier: Courier, sender: str, addresses: list[str],
-                 body: Body) -> Mapping[str, DeliveryError | None]:
+                 body: Body) -> Outcomes:
         try:
             return courier.deliver(sender, addresses, body)
         except Exception:
             event(log, logging.ERROR, "internal-error", exc_info=True, where="courier",
                   to=",".join(addresses))
-            return {a: DeliveryError("internal error", False, 451, "4.3.0") for a in addresses}
+            error = DeliveryError("internal error", False, 451, "4.3.0")
+            return {a: Outcome(error) for a in addresses}
 
     def _settle(self, item: QueueItem, rcpt: Recipient, outcome: DeliveryError | None,
-                where: object, now: float) -> None:
+                now: float) -> None:
         """Record one outcome on ``rcpt``."""
         if outcome is None:
             rcpt.status, rcpt.last_error, rcpt.code, rcpt.enhanced = DELIVERED, None, None, None
@@ -473,66 +472,6 @@ class Queue:
             return float("inf")
         return item.created + self.relay.delay_warning
 
-    # ------------------------------------------------------------------ reports
-
-    def _notify(self, item: QueueItem) -> None:
-        """Queue the DSNs that are due: for new failures, and the one delay warning."""
-        now = self.clock.now()
-        failed = [r for r in item.recipients if r.status == FAILED and not r.notified]
-        if failed:
-            self._report(item, failed, "failed", now)
-            for rcpt in failed:
-                rcpt.notified = True
-        if item.pending and now >= self._warning_time(item):
-            self._report(item, item.pending, "delayed", now)
-            item.delay_warned = True
-
-    def _report(self, item: QueueItem, rcpts: list[Recipient], action: str, now: float) -> None:
-        if item.sender == "":
-            self._undeliverable_bounce(item, rcpts)
-            return
-        targets = list(self.expand(item.sender)) if self.is_local(item.sender) else [item.sender]
-        if not targets:
-            event(log, logging.WARNING, "bounce-no-mailbox", id=item.id,
-                  sender=f"<{item.sender}>")
-            targets = [self.postmaster] if self.postmaster else []
-        if not targets:
-            self._event("dropped", item, None)
-            return
-        head = run_blocking(read_head, body_path(self.directory, item.id))
-        until = item.created + self.relay.max_queue_time
-        entries = [dsn.DSNRecipient(
-            final_recipient=r.address, action=action,
-            status=r.enhanced or ("4.0.0" if action == "delayed" else "5.0.0"),
-            original_recipient=r.original, remote_mta=r.remote_mta, diagnostic=r.last_error,
-            diagnostic_is_smtp=r.remote_mta is not None, last_attempt=r.last_attempt,
-            will_retry_until=until if action == "delayed" else None) for r in rcpts]
-        report = dsn.build_dsn(reporting_mta=self.hostname, sender=item.sender,
-                               recipients=entries, headers=dsn.original_headers(head),
-                               queue_id=item.id, arrival=item.created, now=now,
-                               postmaster=self.postmaster)
-        dsn_id = self.put("", targets, BytesBody(report), kind="bounce")
-        event(log, logging.INFO, "dsn-sent" if action == "failed" else "delay-notice-sent",
-              id=item.id, dsn=dsn_id, to=f"<{item.sender}>",
-              recipients=",".join(r.address for r in rcpts))
-        self._event("bounce-queued" if action == "failed" else "delay-warning", item, None)
-
-    def _undeliverable_bounce(self, item: QueueItem, rcpts: list[Recipient]) -> None:
-        """Never bounce the null sender (RFC 5321 6.1): a DSN of ours goes on to the postmaster
-        once; anything else is dropped with a log line."""
-        addresses = ",".join(r.address for r in rcpts)
-        if (item.kind == "bounce" and self.postmaster
-                and all(r.address != self.postmaster for r in item.recipients)):
-            body = QueuedBody(body_path(self.directory, item.id), item.size, item.crlf_size,
-                              item.eight_bit)
-            dsn_id = self.put("", [self.postmaster], body, kind="double-bounce")
-            event(log, logging.WARNING, "bounce-undeliverable", id=item.id, to=addresses,
-                  postmaster_id=dsn_id)
-            return
-        event(log, logging.WARNING, "dropped", id=item.id, kind=item.kind, to=addresses,
-              reason="undeliverable with null sender")
-        self._event("dropped", item, None)
-
     # ------------------------------------------------------------------ helpers
 
     def _finish(self, entry: _Entry) -> None:
@@ -550,4 +489,4 @@ class Queue:
                       where="queue-event-hook", queue_event=name, id=item.id)
 
 
-_NO_OUTCOME = DeliveryError("the courier reported no outcome", False, 451, "4.3.0")
+_NO_OUTCOME = Outcome(DeliveryError("the courier reported no outcome", False, 451, "4.3.0"))

@@ -10,7 +10,8 @@ from typing import Protocol
 from geomail.errors import StoreError
 from geomail.log import event
 from geomail.proto.dotwriter import DotWriter
-from geomail.proto.pop3 import (
+from geomail.proto.pop3 import POP3Session, top_of_message
+from geomail.proto.pop3_types import (
     Answer,
     Authenticate,
     CloseMaildrop,
@@ -21,14 +22,12 @@ from geomail.proto.pop3 import (
     MailboxInUse,
     OpenMaildrop,
     Output,
-    POP3Session,
     POP3Settings,
     Request,
     Send,
     SendMessage,
     State,
     Unavailable,
-    top_of_message,
 )
 from geomail.proto.reply import Close, StartTLS
 from geomail.proto.sasl import Credentials

@@ -17,7 +17,7 @@ from geomail.log import event
 from geomail.proto import reply as R
 from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.sasl import Credentials
-from geomail.proto.smtp import Output, SMTPSession, State
+from geomail.proto.smtp import Output, SMTPSession
 from geomail.proto.smtp_types import (
     Answer,
     Authenticate,
@@ -30,6 +30,7 @@ from geomail.proto.smtp_types import (
     Request,
     SessionInfo,
     SMTPSettings,
+    State,
 )
 from geomail.server.connection import Connection, Service
 from geomail.server.policy_call import call_policy

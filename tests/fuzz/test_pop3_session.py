@@ -15,7 +15,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geomail.proto.pop3 import COMMANDS, Send, SendMessage, State
+from geomail.proto.pop3 import COMMANDS
+from geomail.proto.pop3_types import Send, SendMessage, State
 from geomail.proto.reply import Close, StartTLS
 from tests.fuzz.mutations import command_soup, hostile, mutated
 from tests.support.corpus import pop3_conversations

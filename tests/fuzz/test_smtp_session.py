@@ -15,7 +15,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from geomail.proto.reply import Close, Reply, StartTLS
-from geomail.proto.smtp import COMMANDS, State
+from geomail.proto.smtp import COMMANDS
+from geomail.proto.smtp_types import State
 from tests.fuzz.mutations import command_soup, hostile, mutated
 from tests.support.corpus import smtp_conversations
 from tests.support.smtp_session import (

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geomail.errors import StoreError
-from geomail.proto.pop3 import (
+from geomail.proto.pop3 import POP3Session
+from geomail.proto.pop3_types import (
     Answer,
     Authenticate,
     CloseMaildrop,
@@ -21,7 +22,6 @@ from geomail.proto.pop3 import (
     MailboxInUse,
     OpenMaildrop,
     Output,
-    POP3Session,
     POP3Settings,
     Request,
     Send,

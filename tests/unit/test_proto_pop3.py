@@ -20,19 +20,21 @@ from geomail.proto.pop3 import (
     COMMANDS,
     MAX_AUTH_FAILURES_PER_CONNECTION,
     TRANSACTION_COMMANDS,
+    POP3Session,
+    top_of_message,
+)
+from geomail.proto.pop3_types import (
     Authenticate,
     CloseMaildrop,
     Commit,
     Committed,
     Listing,
     OpenMaildrop,
-    POP3Session,
     POP3Settings,
     Send,
     SendMessage,
     State,
     Unavailable,
-    top_of_message,
 )
 from geomail.proto.reply import Close, StartTLS
 from geomail.proto.sasl import Credentials

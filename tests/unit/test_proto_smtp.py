@@ -20,7 +20,6 @@ from geomail.proto.smtp import (
     SessionInfo,
     SMTPSession,
     SMTPSettings,
-    State,
 )
 from geomail.proto.smtp_types import (
     Authenticate,
@@ -30,6 +29,7 @@ from geomail.proto.smtp_types import (
     MessageComplete,
     MessageData,
     MessageStart,
+    State,
 )
 from tests.support.smtp_session import (
     ALICE,
