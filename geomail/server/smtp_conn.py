@@ -5,6 +5,7 @@ session: the policy opens it, the shell writes the session's MessageData to it."
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from geomail.proto.smtp_types import (
     State,
 )
 from geomail.server.connection import Connection, Service
-from geomail.server.policy_call import call_policy
+from geomail.server.policy_call import call_durable, call_policy
 
 log = logging.getLogger(__name__)
 transcript = logging.getLogger("geomail.transcript")
@@ -91,7 +92,7 @@ class SMTPService(Service[SMTPHandler[Any], SMTPSettings]):
 class SMTPConnection(Connection):
     """One client connection: feeds received bytes to the session and carries out its outputs."""
 
-    __slots__ = ("_body", "_greeted", "session")
+    __slots__ = ("_answered_early", "_body", "_greeted", "session")
 
     service: SMTPService
 
@@ -107,6 +108,7 @@ class SMTPConnection(Connection):
         self.session = SMTPSession(info, service.settings, trace)
         self._body: BodySink | None = None  # the message being received
         self._greeted = False
+        self._answered_early = False  # the store's deadline passed: 451 already sent
 
     @property
     def timeout(self) -> float:
@@ -182,7 +184,14 @@ class SMTPConnection(Connection):
                             return "too-many-errors"
                         return "quit" if data else "eof"
                     else:  # a request, always the last output: reading resumes on the answer
+                        if pending and isinstance(output, MessageComplete):
+                            self.send(b"".join(pending))  # before any reply to the message
+                            pending = []
                         answered = self._step(session.answer, self._ask(output))
+                        if answered is not None and self._answered_early:
+                            self._answered_early = False
+                            replied = True
+                            answered = _without_first_reply(answered)
                         if answered is None:
                             self.send_quietly(b"".join(pending) + R.R451_LOCAL_ERROR.wire)
                             return "internal-error"
@@ -215,10 +224,13 @@ class SMTPConnection(Connection):
         limit, sid = self.service.limits.policy_timeout, self.session_id
         if isinstance(request, MessageComplete):
             body, self._body = self._body, None
-            # Detached: a store cut short could still complete; never half-written.
-            return call_policy("accept-message", sid, limit, R.R451_LOCAL_ERROR,
-                               handler.accept_message, info, request.envelope, body,
-                               detach=True)
+            # Never cut short (a store could still complete, never half-written): past the
+            # deadline the client hears 451 from another greenlet while the store finishes.
+            late = functools.partial(self.send_quietly, R.R451_LOCAL_ERROR.wire)
+            reply, self._answered_early = call_durable(
+                "accept-message", sid, limit, R.R451_LOCAL_ERROR, late,
+                handler.accept_message, info, request.envelope, body)
+            return reply
         if isinstance(request, CheckRecipient):
             return call_policy("check-recipient", sid, limit, CHECK_FAILED,
                                handler.check_recipient, info, request.envelope, request.address)
@@ -240,3 +252,11 @@ class SMTPConnection(Connection):
     def _trace(self, direction: str, text: str) -> None:
         event(transcript, logging.DEBUG, "transcript", session=self.session_id,
               dir=direction, line=text)
+
+
+def _without_first_reply(outputs: list[Output]) -> list[Output]:
+    """``outputs`` less its first Reply: the one a late store's 451 has already said."""
+    for index, output in enumerate(outputs):
+        if isinstance(output, Reply):
+            return outputs[:index] + outputs[index + 1 :]
+    return outputs

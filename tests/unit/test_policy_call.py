@@ -85,3 +85,35 @@ def test_failing_call_gets_the_fallback(caplog, detach):
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert "where=accept-message" in errors[0].getMessage()
     assert "outcome=error" in slow_events(caplog)[0]
+
+
+def test_durable_call_answers_late_but_is_never_cut(caplog):
+    """``call_durable`` (storing a message): past the deadline ``late`` tells the client the
+    fallback at once, from another greenlet, while the store runs on to its end in the caller's
+    greenlet; the session then gets the fallback too (what the client heard), and the event
+    says ``outcome=timeout`` (RFC 5321 4.5.3.2 and 6.1: answer in time, lose nothing)."""
+    told: list[float] = []
+    stored = Event()
+
+    def store() -> str:
+        gevent.sleep(0.2)
+        stored.set()
+        return "250"
+
+    started = gevent.get_hub().loop.now()
+    with caplog.at_level(logging.WARNING, logger="geomail.server.policy_call"):
+        answer, early = policy_call.call_durable(
+            "accept-message", "s6", 0.05, LATE,
+            lambda: told.append(gevent.get_hub().loop.now() - started), store)
+    assert (answer, early) == (LATE, True)
+    assert stored.is_set()  # the store was not cut
+    assert told and told[0] < 0.2  # the client was answered before the store ended
+    assert "outcome=timeout" in slow_events(caplog)[0]
+
+
+def test_durable_call_in_time_is_plain():
+    """A store within its deadline: its own answer, nothing said early."""
+    told: list[int] = []
+    assert policy_call.call_durable("accept-message", "s7", 5.0, LATE, lambda: told.append(1),
+                                    lambda: "250") == ("250", False)
+    assert told == []
