@@ -63,10 +63,7 @@ def call_policy(call: str, session: str, limit: float, fallback: T,
             _failed(call, session)
         finally:
             timer.close()
-    elapsed = time.monotonic() - started
-    if elapsed >= SLOW_POLICY or outcome != "ok":
-        event(log, logging.WARNING, "slow-policy", call=call, session=session,
-              seconds=f"{elapsed:.3f}", outcome=outcome)
+    _report(call, session, started, outcome)
     return result
 
 
@@ -98,11 +95,16 @@ def call_durable(call: str, session: str, limit: float, fallback: T, late: Calla
     if answered:
         answered[0].join()  # its reply is out before anything else is sent
         outcome, result = "timeout", fallback
+    _report(call, session, started, outcome)
+    return result, bool(answered)
+
+
+def _report(call: str, session: str, started: float, outcome: str) -> None:
+    """The ``slow-policy`` event, for a call that was slow, failed or ran out of time."""
     elapsed = time.monotonic() - started
     if elapsed >= SLOW_POLICY or outcome != "ok":
         event(log, logging.WARNING, "slow-policy", call=call, session=session,
               seconds=f"{elapsed:.3f}", outcome=outcome)
-    return result, bool(answered)
 
 
 _FAILED = object()
