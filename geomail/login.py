@@ -101,7 +101,7 @@ class Authenticator:
             result = self._check(username, password)
             now = throttle.clock()
             if result.ok:
-                client.failures.clear()
+                throttle.record_success(client)
                 event(log, logging.INFO, "auth-ok", client=clip(client_ip, 64),
                       user=result.user)
             else:

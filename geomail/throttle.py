@@ -41,7 +41,6 @@ class LoginThrottle:
                  max_tracked: int = MAX_TRACKED_CLIENTS) -> None:
         self._max_failures = limits.max_auth_failures
         self._block_time = limits.auth_block_time
-        self._window = limits.auth_block_time  # failures older than this are forgotten
         self.clock = clock
         self._max_tracked = max_tracked
         # Throttle per client network, the same key the connection limits count under.
@@ -91,9 +90,14 @@ class LoginThrottle:
         return client.blocked_until > 0.0
 
     def _recent_failures(self, client: ClientState, now: float) -> int:
-        while client.failures and client.failures[0] <= now - self._window:
+        # Failures older than the block time are forgotten.
+        while client.failures and client.failures[0] <= now - self._block_time:
             client.failures.popleft()
         return len(client.failures)
+
+    def record_success(self, client: ClientState) -> None:
+        """A good login: the client's earlier failures no longer count."""
+        client.failures.clear()
 
     def record_failure(self, client: ClientState, client_ip: str, now: float) -> None:
         """Count a failed login; block the client after ``max_auth_failures`` recent ones."""

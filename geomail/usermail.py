@@ -8,6 +8,7 @@ import email.policy
 import email.utils
 import logging
 import re
+from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 
 from geomail.address import domain_of, normalize_domain
@@ -34,9 +35,13 @@ def _first_chunk(body: Spool) -> bytes:
     return next(iter(body.chunks(HEADER_SCAN)), b"")
 
 
-def missing_fields(head: bytes, hostname: str) -> bytes:
+def parse_header(head: bytes) -> Message:
+    """The header section as the stdlib parses it (once per message, for the fields below)."""
+    return BytesHeaderParser().parsebytes(head)
+
+
+def missing_fields(parsed: Message, hostname: str) -> bytes:
     """``Date:`` and ``Message-ID:`` lines for a message whose header lacks them (RFC 6409 8)."""
-    parsed = BytesHeaderParser().parsebytes(head)
     added = b""
     if parsed.get("Date") is None:
         added += f"Date: {email.utils.formatdate(localtime=True)}\n".encode()
@@ -73,10 +78,9 @@ def author_addresses(head: bytes) -> list[str] | None:
     return found
 
 
-def signing_domain(head: bytes, sender: str, signer: DKIMSigner) -> str | None:
+def signing_domain(parsed: Message, sender: str, signer: DKIMSigner) -> str | None:
     """The domain to sign for: the From header's (DMARC alignment), else the envelope sender's,
     when geomail has a key for it."""
-    parsed = BytesHeaderParser().parsebytes(head)
     _, from_address = email.utils.parseaddr(str(parsed.get("From", "")))
     for candidate in map(_a_labels, (domain_of(from_address), domain_of(sender))):
         if candidate and signer.can_sign(candidate):
@@ -96,7 +100,7 @@ def dkim_signature(signer: DKIMSigner, domain: str, added: bytes, body: Spool) -
     """The ``DKIM-Signature:`` field for ``added`` + ``body`` (computed in the threadpool);
     empty when the message cannot be signed (it is then sent unsigned, and logged)."""
     def sign() -> bytes:
-        return signer.sign(domain, added + b"".join(body.chunks()))
+        return signer.sign(domain, b"".join([added, *body.chunks()]))  # one copy, not two
 
     try:
         return run_blocking(sign)

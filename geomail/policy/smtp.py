@@ -186,11 +186,12 @@ class SMTPPolicy:
                            leaves: bool) -> tuple[bytes, bytes]:
         """For mail our own users send (logged in, or from a trusted network): the Date and
         Message-ID it lacks, and a DKIM signature when it leaves for other domains."""
-        added = usermail.missing_fields(head, self.config.hostname)
+        parsed = usermail.parse_header(head)
+        added = usermail.missing_fields(parsed, self.config.hostname)
         signer = self.services.dkim
         if not leaves or signer is None:
             return added, b""
-        domain = usermail.signing_domain(head, sender, signer)
+        domain = usermail.signing_domain(parsed, sender, signer)
         if domain is None:
             return added, b""
         return added, usermail.dkim_signature(signer, domain, added, body)

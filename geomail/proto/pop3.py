@@ -29,7 +29,9 @@ session reads no further command until the shell passes the result to ``answer``
 |                                | state, RFC 1939 6)             | ``Unavailable`` (-ERR)   |
 
 The session works on the ``Listing`` (sizes and UIDs) only. Deletions are only marks until
-QUIT; leaving TRANSACTION any other way emits ``CloseMaildrop`` without a ``Commit``.
+QUIT. ``Commit`` also ends the maildrop: the shell releases the lock once the deletions are
+done (not before: a late commit still runs to its end); leaving TRANSACTION any other way emits
+``CloseMaildrop`` instead.
 """
 
 from __future__ import annotations
@@ -327,14 +329,14 @@ class POP3Session:
         return [self.pending]
 
     def _committed(self, result: Answer) -> list[Output]:
-        """The answer to ``Commit``: release the maildrop, then say goodbye (RFC 1939 6: -ERR
-        when some deletions were not made)."""
+        """The answer to ``Commit`` (which released the maildrop): say goodbye (RFC 1939 6:
+        -ERR when some deletions were not made)."""
         if isinstance(result, Committed):
             reply = _ok(f"Bye, {len(self._deleted)} messages deleted")
         else:
             reply = _err("[SYS/TEMP] Some deleted messages were not removed")
         self.abort()
-        return [CloseMaildrop(), Send(reply), Close()]
+        return [Send(reply), Close()]
 
     # ---- TRANSACTION ------------------------------------------------------------------------
 

@@ -216,8 +216,7 @@ class POP3Connection(Connection):
                 result = Listing(opened.messages)
         else:
             # Detached: deletions and their fsync are not cut off at the deadline, and the
-            # lock is released only once they are done (the CloseMaildrop that follows finds
-            # the maildrop already gone).
+            # lock is released only once they are done (Commit ends the maildrop).
             maildrop, self._maildrop = self._maildrop, None
             assert maildrop is not None  # Commit only comes in TRANSACTION
             result = call_policy("commit", session_id, limit, late,

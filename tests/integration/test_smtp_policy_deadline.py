@@ -19,6 +19,7 @@ from geomail import dispatch
 from geomail.login import Authenticator
 from geomail.routing import Router
 from geomail.server import policy_call
+from tests.support import wait_for
 from tests.support.geomail import PASSWORD
 from tests.support.smtp import stored
 
@@ -79,9 +80,7 @@ def test_store_past_its_deadline_gets_451_and_the_session_goes_on(make_app, monk
         assert client.quit()[0] == 221
     assert "call=accept-message" in slow_policy_lines(caplog)[0]
     assert "outcome=timeout" in slow_policy_lines(caplog)[0]
-    deadline = time.monotonic() + 5
-    while len(stored(app, "test1@test.com")) < 2 and time.monotonic() < deadline:
-        gevent.sleep(0.05)
+    wait_for(lambda: len(stored(app, "test1@test.com")) >= 2, 5, message="both stored")
     assert len(stored(app, "test1@test.com")) == 2  # the late one, and the second
 
 

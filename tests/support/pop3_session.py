@@ -159,15 +159,18 @@ class Driven:
             self.maildrop = opened
             return Listing(list(opened.messages))
         assert self.maildrop is not None, "Commit without a maildrop"
-        try:
+        try:  # as the shell: UPDATE, then the lock goes (Commit ends the maildrop)
             self.maildrop.commit(set(request.deleted), set(request.retrieved))
         except StoreError as exc:
             return Unavailable(str(exc))
+        finally:
+            self._close()
         return Committed()
 
     def _close(self) -> None:
         if self.maildrop is not None:
-            self.maildrop.close()
+            maildrop, self.maildrop = self.maildrop, None
+            maildrop.close()
             self.maildrop = None
 
 

@@ -705,7 +705,7 @@ def test_session_has_no_handler():
     is built without any handler and never calls out; the login is an ``Authenticate`` then an
     ``OpenMaildrop`` request, each the last output of its batch; commands that arrive while one
     waits are only buffered, and are answered after it; QUIT in TRANSACTION is a ``Commit``
-    request, answered by ``CloseMaildrop``, ``+OK`` and ``Close``."""
+    request (which ends the maildrop), answered by ``+OK`` and ``Close``."""
     assert "handler" not in inspect.signature(POP3Session).parameters
     session = bare_session()
     assert not hasattr(session, "handler")
@@ -724,7 +724,7 @@ def test_session_has_no_handler():
     assert session.resume() == [Send(b"+OK Message 1 deleted\r\n"),
                                 Commit(frozenset({0}), frozenset({1}))]
     assert session.answer(Committed()) == [
-        CloseMaildrop(), Send(b"+OK Bye, 1 messages deleted\r\n"), Close()]
+        Send(b"+OK Bye, 1 messages deleted\r\n"), Close()]
     assert session.state is State.CLOSED
     assert session.pending is None
 

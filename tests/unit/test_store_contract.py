@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from geomail.store.base import Copy
 from geomail.store.factory import open_store
 from geomail.store.maildir import MaildirStore
 from geomail.store.mbox import MboxStore
+from tests.support import wait_for
 
 real_sleep = get_original("time", "sleep")
 HOST = "mail.example.com"
@@ -130,18 +130,18 @@ def test_greenlet_killed_while_opening_leaves_no_lock(
 
     monkeypatch.setattr(module, name, slow)
     opener = gevent.spawn(store.open_maildrop, ALICE)
-    while not in_thread.is_set():
-        gevent.sleep(0.01)
+    wait_for(in_thread.is_set, 5, message="the open to reach its thread")
     opener.kill()
     monkeypatch.undo()
-    deadline = time.monotonic() + 5
-    while True:
+
+    def opens() -> bool:
         try:
             store.open_maildrop(ALICE).close()
-            break
         except MailboxBusy:
-            assert time.monotonic() < deadline, "the lock leaked"
-            gevent.sleep(0.05)
+            return False
+        return True
+
+    wait_for(opens, 5, message="the lock to be released (it leaked)")
 
 
 def test_lock_of_a_killed_process_disappears(store: Store) -> None:
