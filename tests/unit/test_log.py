@@ -163,3 +163,21 @@ def test_setup_replaces_handlers(restore_root):
     log.setup("debug", "text", stream)
     logging.getLogger("geomail.y").debug("once")
     assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_event_record_has_every_attribute_of_a_log_record():
+    """``EventRecord`` skips ``LogRecord.__init__`` (its caller, thread and process lookups):
+    it must still set every attribute a real record has, so that any handler or formatter
+    (logging's own ``%(...)s`` fields included) works on it in this Python."""
+    import logging as stdlib_logging
+
+    from geomail.log import EventRecord
+
+    real = stdlib_logging.LogRecord("x", stdlib_logging.INFO, "", 0, "msg", (), None)
+    lean = EventRecord("x", stdlib_logging.INFO, "msg", None)
+    missing = sorted(set(vars(real)) - set(vars(lean)))
+    assert missing == []
+    formatted = stdlib_logging.Formatter(
+        "%(asctime)s %(name)s %(levelname)s %(module)s %(lineno)d %(thread)s %(message)s"
+    ).format(lean)
+    assert formatted.endswith(" msg")
