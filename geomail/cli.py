@@ -117,7 +117,7 @@ def cmd_dkim(args: argparse.Namespace) -> int:
 def cmd_dns(args: argparse.Namespace) -> int:
     """Print the DNS records to publish; with --check, look each one up."""
     from geomail import dnsrecords
-    from geomail.courier.mx import make_resolver
+    from geomail.dnsresolver import make_resolver
 
     config = load_config(args.config)
     if not args.check:

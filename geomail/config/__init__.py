@@ -8,14 +8,19 @@ from geomail.config.loader import check_files, load_config
 from geomail.config.objects import (
     LISTENER_KINDS,
     STORE_FORMATS,
+    ChecksConfig,
     Config,
     DKIMConfig,
+    DNSListConfig,
+    GreylistConfig,
     Limits,
     ListenerConfig,
     LogConfig,
     RelayConfig,
+    RspamdConfig,
     SendmailConfig,
     SmarthostConfig,
+    SpamConfig,
     StoreConfig,
     TLSConfig,
     UserConfig,
@@ -29,8 +34,9 @@ from geomail.config.values import (
 from geomail.errors import ConfigError
 
 __all__ = [
-    "LISTENER_KINDS", "STORE_FORMATS", "Config", "ConfigError", "DKIMConfig", "Limits",
-    "ListenerConfig", "LogConfig", "RelayConfig", "SendmailConfig", "SmarthostConfig",
-    "StoreConfig", "TLSConfig", "UserConfig", "check_files", "load_config",
+    "LISTENER_KINDS", "STORE_FORMATS", "ChecksConfig", "Config", "ConfigError", "DKIMConfig",
+    "DNSListConfig", "GreylistConfig", "Limits", "ListenerConfig", "LogConfig", "RelayConfig",
+    "RspamdConfig", "SendmailConfig", "SmarthostConfig", "SpamConfig", "StoreConfig",
+    "TLSConfig", "UserConfig", "check_files", "load_config",
     "parse_config", "parse_duration", "parse_hostport", "parse_size",
 ]

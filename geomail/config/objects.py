@@ -136,6 +136,72 @@ class DKIMConfig:
     keys: Mapping[str, str]  # domain -> PEM private key path
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksConfig:
+    """Sender authentication of mail arriving on port 25 from clients that are neither logged
+    in nor in ``relay.allow_networks``: SPF, DKIM, ARC, DMARC, iprev, Authentication-Results."""
+
+    spf: bool = True  # RFC 7208, MAIL FROM (HELO when MAIL FROM is <>)
+    dkim: bool = True  # RFC 6376 (+ RFC 8463 Ed25519), every signature
+    arc: bool = True  # RFC 8617, reported only
+    dmarc: bool = True  # RFC 7489 evaluation
+    enforce_dmarc: bool = True  # p=reject -> 550, p=quarantine -> Junk
+    iprev: bool = True  # RFC 8601 3: forward-confirmed reverse DNS, reported only
+    authentication_results: bool = True  # RFC 8601 header, forged copies of ours removed
+    spf_fail: str = "junk"  # SPF fail where DMARC has no say: one of SPF_FAIL_ACTIONS
+    reject_forged_local: bool = True  # MAIL FROM in our domains from an outsider: 553 5.7.1
+    skip_domains: tuple[str, ...] = ()  # From domains whose DMARC failures are not enforced
+    # Clients whose mail is neither checked nor refused by the checks (default: this machine,
+    # as Postfix's mynetworks_style=host): local scripts, a content filter re-injecting.
+    skip_networks: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                          ipaddress.ip_network("::1/128"))
+
+
+SPF_FAIL_ACTIONS = ("accept", "junk", "reject")
+
+
+@dataclass(frozen=True, slots=True)
+class RspamdConfig:
+    """rspamd's HTTP worker (normal worker, ``/checkv2``)."""
+
+    url: str  # e.g. http://127.0.0.1:11333
+    timeout: float = 20.0
+    fail_open: bool = True  # rspamd down or slow: deliver (True) or 451 (False)
+
+
+@dataclass(frozen=True, slots=True)
+class DNSListConfig:
+    """One DNSBL or DNSWL zone and the answers that count as "listed"."""
+
+    zone: str
+    codes: tuple[str, ...] = ()  # empty: any 127.0.0.0/8 answer but 127.255.255.0/24 (errors)
+
+
+@dataclass(frozen=True, slots=True)
+class GreylistConfig:
+    """RFC 6647 greylisting of (client network, sender, recipient) triplets."""
+
+    delay: float = 300.0  # a new triplet is refused 451 until this much time has passed
+    retry_window: float = 2 * 86400.0  # a triplet not retried within this is forgotten
+    pass_lifetime: float = 36 * 86400.0  # a passed triplet (and a whitelisted client) lasts
+    auto_whitelist: int = 5  # passes after which a client network skips greylisting (0: never)
+
+
+@dataclass(frozen=True, slots=True)
+class SpamConfig:
+    """Spam defences on port 25; all but the early-talker check are off until configured."""
+
+    rspamd: RspamdConfig | None = None
+    dnsbl: tuple[DNSListConfig, ...] = ()
+    dnswl: tuple[DNSListConfig, ...] = ()  # a listed client skips the DNSBLs and greylisting
+    greylist: GreylistConfig | None = None
+    early_talker: bool = True  # a client that sends before the greeting is refused
+    greet_delay: float = 0.0  # wait this long (after a "220-" line) for early talkers
+
+
 @dataclass(frozen=True, slots=True)
 class SendmailConfig:
     """The account ``geomail sendmail`` logs in with (else it relies on relay.allow_networks)."""
@@ -177,6 +243,8 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     dkim: DKIMConfig | None = None
     limits: Limits = field(default_factory=Limits)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    spam: SpamConfig = field(default_factory=SpamConfig)
     log: LogConfig = field(default_factory=LogConfig)
     http_allow_remote: bool = False
     sendmail: SendmailConfig | None = None

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 
 from geomail.address import domain_part, normalize_address, normalize_domain
+from geomail.config.checks_schema import parse_checks, parse_spam
 from geomail.config.objects import (
     LISTENER_KINDS,
     STORE_FORMATS,
@@ -388,6 +389,8 @@ def parse_config(raw: object, source: str = "") -> Config:
     dkim = _parse_dkim(top.section("dkim"), domain_tuple) if top.has("dkim") else None
     top.seen.add("dkim")
     limits = _parse_limits(top.section("limits"))
+    checks = parse_checks(top.section("checks"))
+    spam = parse_spam(top.section("spam"))
     log_sec = top.section("log")
     log = LogConfig(
         level=log_sec.get("level", _choice("debug", "info", "warning", "error"), "info"),
@@ -433,6 +436,6 @@ def parse_config(raw: object, source: str = "") -> Config:
     return Config(
         hostname=hostname, domains=domain_tuple, data_dir=data_dir, store=store, user=user,
         users=users, aliases=aliases, suffix_separator=separator, listeners=listeners, tls=tls,
-        relay=relay, dkim=dkim, limits=limits, log=log, http_allow_remote=http_allow_remote,
-        sendmail=sendmail, source=source,
+        relay=relay, dkim=dkim, limits=limits, checks=checks, spam=spam, log=log,
+        http_allow_remote=http_allow_remote, sendmail=sendmail, source=source,
     )

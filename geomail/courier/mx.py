@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import dns.exception
 import dns.name
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
 from geomail.address import normalize_domain
 from geomail.config import RelayConfig
 from geomail.delivery import DeliveryError
+from geomail.dnsresolver import make_resolver
 from geomail.log import event
 
 log = logging.getLogger(__name__)
@@ -34,20 +34,6 @@ class MXHost:
     name: str  # A-label form, no trailing dot
     preference: int
     addresses: tuple[str, ...]
-
-
-def make_resolver(relay: RelayConfig) -> dns.resolver.Resolver:
-    """A dnspython resolver for ``relay.nameservers`` (or the system's), with ``dns_timeout``."""
-    if relay.nameservers:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
-                                for host, port in relay.nameservers]
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = relay.dns_timeout
-    resolver.timeout = min(relay.dns_timeout, 3.0)  # per server try, so a dead one is skipped
-    resolver.cache = dns.resolver.LRUCache(4096)  # honours each answer's TTL
-    return resolver
 
 
 class MXResolver:
