@@ -14,17 +14,22 @@ from gevent.pool import Pool
 
 from geomail import preload, system
 from geomail.address import domain_part
+from geomail.checks.dnslists import DNSListChecker
+from geomail.checks.greylist import Greylist
+from geomail.checks.rspamd import RspamdClient
 from geomail.clientnet import client_network
 from geomail.config import Config, ListenerConfig, load_config
 from geomail.courier.local import LocalCourier
 from geomail.courier.mx import MXResolver
 from geomail.courier.smtp import SMTPCourier
 from geomail.dkim import DKIMSigner
+from geomail.dnsresolver import make_resolver
 from geomail.errors import ConfigError
 from geomail.log import event
 from geomail.login import Authenticator
 from geomail.maillog import MailLog
 from geomail.metrics import Labels, Metrics
+from geomail.policy.inbound import InboundChecks
 from geomail.policy.pop3 import POP3Policy
 from geomail.policy.smtp import Services, SMTPPolicy
 from geomail.proto import reply as R
@@ -85,7 +90,8 @@ class App:
         self.pool = Pool(capacity + max(100, capacity // 10))
         self.tls = TLSContextHolder(config.tls) if config.tls else None
         # The App's own: thread pools (threads start on first use), counters, mail log.
-        self.workers = Workers(limits.io_threads, limits.read_threads, limits.password_threads)
+        self.workers = Workers(limits.io_threads, limits.read_threads, limits.password_threads,
+                               limits.verify_threads)
         self.metrics = Metrics(services=[lst.kind for lst in config.listeners
                                          if lst.kind in SMTP_KINDS + POP3_KINDS])
         self.maillog = MailLog(self.metrics)
@@ -95,6 +101,16 @@ class App:
         self.services = Services(router=_router(config), store=self.store,
                                  authenticator=self.authenticator,
                                  dkim=DKIMSigner(config.dkim) if config.dkim else None)
+        spam = config.spam
+        checks_dns = make_resolver(config.relay)  # one cache for the checks of inbound mail
+        if spam.dnsbl or spam.dnswl:
+            self.services.dnslists = DNSListChecker(checks_dns, spam.dnsbl, spam.dnswl)
+        if spam.greylist is not None:  # opened at start, after the privilege drop
+            self.services.greylist = Greylist(
+                os.path.join(config.data_dir, "greylist.sqlite"), spam.greylist)
+        self.services.inbound = InboundChecks(
+            config, checks_dns, self.workers.verify, self.maillog,
+            RspamdClient(spam.rspamd) if spam.rspamd else None)
         own = [(lst.host, lst.port) for lst in config.listeners_of("smtp")]
         resolver = None if config.relay.smarthost else MXResolver.from_config(config.relay, own)
         self.courier = SMTPCourier(config.relay, config.hostname, resolver)
@@ -173,6 +189,8 @@ class App:
             event(log, logging.WARNING, "spool-swept", dir=spool, files=swept,
                   reason="interrupted-transactions")
         self.control.start()
+        if self.services.greylist is not None:
+            self.services.greylist.open()
         for listener in [*self.listeners, *self.http]:
             listener.start()
 
@@ -195,6 +213,8 @@ class App:
         self.control.stop()
         self.queue.stop(timeout=max(grace, 1))
         self.courier.close()
+        if self.services.greylist is not None:
+            self.services.greylist.close()
         for server in self.http:
             server.stop()
         self.workers.close()

@@ -25,3 +25,12 @@ def client_network(client_ip: str, ipv4_prefix: int = IPV4_PREFIX,
     if ipv4_prefix >= 32:
         return str(ip)
     return str(ipaddress.IPv4Network((ip, ipv4_prefix), strict=False))
+
+
+def client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The client's address as the checks compare it: no IPv6 zone, ``::ffff:a.b.c.d`` as the
+    IPv4 address it is. ValueError for text that is no address."""
+    ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -57,17 +57,19 @@ def to_queue(queue: Enqueuer, hostname: str, info: SessionInfo, envelope: Envelo
 
 
 def to_store(store: MessageStore, hostname: str, info: SessionInfo, envelope: Envelope,
-             msgid: str, targets: Targets, body: Body, added: bytes) -> None:
-    """Store one copy per local mailbox, its trace fields and ``added`` in front."""
+             msgid: str, targets: Targets, body: Body, added: bytes, folder: str = "") -> None:
+    """Store one copy per local mailbox (in ``folder`` of it, when given), its trace fields
+    and ``added`` in front."""
     protocol = info.protocol(envelope.smtputf8)
     sender = envelope.sender or ""
-    copies = [local_copy(info, hostname, protocol, msgid, sender, mailbox, recipient, added)
+    copies = [local_copy(info, hostname, protocol, msgid, sender, mailbox, recipient, added,
+                         folder)
               for mailbox, recipient in targets.local.items()]
     store.deliver(copies, body)
 
 
 def local_copy(info: SessionInfo, hostname: str, protocol: str, msgid: str, sender: str,
-               mailbox: str, recipient: str, added: bytes = b"") -> Copy:
+               mailbox: str, recipient: str, added: bytes = b"", folder: str = "") -> Copy:
     """``mailbox``'s copy: Return-Path, Delivered-To, Received, then ``added``."""
     prefix = b"".join((
         headers.return_path(sender),
@@ -76,4 +78,4 @@ def local_copy(info: SessionInfo, hostname: str, protocol: str, msgid: str, send
                          protocol=protocol, msgid=msgid, tls=info.tls, recipient=recipient),
         added,
     ))
-    return Copy(mailbox, prefix)
+    return Copy(mailbox, prefix, folder)

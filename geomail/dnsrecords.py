@@ -59,14 +59,25 @@ def records(config: Config, addresses: list[str] | None = None) -> list[Record]:
                 value = "<run 'geomail dkim keygen' first>"
             out.append(Record(_fqdn(f"{config.dkim.selector}._domainkey.{domain}"), "TXT",
                               value, "DKIM public key (RFC 6376 3.6.2)"))
-        out.append(Record(_fqdn(f"_dmarc.{domain}"), "TXT",
-                          f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}",
-                          "DMARC policy and where reports go (RFC 7489)"))
+        out.append(_dmarc_record(domain, signed=bool(config.dkim and
+                                                     domain in config.dkim.keys)))
     for address in addresses or ["<the VPS's IPv4 address>"]:
         ptr = dns.reversename.from_address(address).to_text() if addresses else \
             "<reverse name of the VPS address>"
         out.append(Record(ptr, "PTR", host, "reverse DNS: set it in your VPS provider's panel"))
     return out
+
+
+def _dmarc_record(domain: str, signed: bool) -> Record:
+    """DMARC that protects the domain (RFC 7489 6.3): ``p=reject`` once the domain's mail is
+    DKIM-signed (with SPF, both aligned for mail geomail sends), so forged From addresses
+    are refused by receivers that enforce DMARC, as geomail does; ``p=quarantine`` until a
+    DKIM key is configured (SPF alone breaks on forwarding)."""
+    policy = "reject" if signed else "quarantine"
+    why = ("DMARC: receivers refuse mail that forges the domain (RFC 7489)" if signed else
+           "DMARC: forged mail goes to spam; after 'geomail dkim keygen', publish p=reject")
+    return Record(_fqdn(f"_dmarc.{domain}"), "TXT",
+                  f"v=DMARC1; p={policy}; rua=mailto:postmaster@{domain}", why)
 
 
 def format_zone(items: list[Record]) -> str:
@@ -126,6 +137,8 @@ def _verdict(record: Record, found: list[str]) -> str:
         mine = [f for f in found if f.startswith(prefix)]
         if not mine:
             return "missing"
+        if prefix == "v=DMARC1" and any("p=none" in f.replace(" ", "") for f in mine):
+            return "weak"  # published, but asks receivers to do nothing with forgeries
         if prefix == "v=DKIM1":
             key = record.value.rsplit("p=", 1)[-1]
             return "ok" if any(f.replace(" ", "").endswith("p=" + key) for f in mine) else "wrong"

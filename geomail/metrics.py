@@ -24,6 +24,9 @@ class Family(NamedTuple):
 
 REFUSAL_REASONS = ("too-many-connections", "too-many-from-ip", "shutting-down")
 REJECTION_STAGES = ("mail", "rcpt", "data")
+DMARC_RESULTS = ("pass", "fail", "none", "temperror", "permerror")
+SPAM_ACTIONS = ("no action", "greylist", "add header", "rewrite subject", "soft reject",
+                "reject", "error")
 
 FAMILIES = (
     Family("geomail_connections_total", "counter", "Connections accepted, per listener kind.",
@@ -46,6 +49,19 @@ FAMILIES = (
            "internal errors (never sent, never deleted)."),
     Family("geomail_queue_item_errors_total", "counter", "Internal errors while handling a "
            "queued message."),
+    Family("geomail_dnsbl_total", "counter", "Port-25 clients checked against the DNS lists "
+           "at connect, by result.", (("result", ("listed", "allowed", "clean")),)),
+    Family("geomail_greylist_total", "counter", "Greylisting decisions per recipient, by "
+           "result.", (("result", ("greylisted", "passed", "whitelisted")),)),
+    Family("geomail_early_talkers_total", "counter", "Port-25 clients sent away for talking "
+           "before the greeting."),
+    Family("geomail_dmarc_total", "counter", "DMARC results of outsiders' messages (the "
+           "strictest From domain's).", (("result", DMARC_RESULTS),)),
+    Family("geomail_inbound_checks_total", "counter", "Outsiders' messages after sender "
+           "authentication and spam checks, by action.",
+           (("action", ("accept", "junk", "reject")),)),
+    Family("geomail_spam_checks_total", "counter", "rspamd scans, by its action ('error': "
+           "rspamd failed).", (("action", SPAM_ACTIONS),)),
 )
 
 

@@ -40,6 +40,9 @@ MODULES = (
     "cryptography.hazmat.primitives.hashes", "cryptography.hazmat.primitives.serialization",
     "cryptography.hazmat.bindings.openssl.binding",
     "argon2", "argon2.low_level", "argon2.exceptions", "_argon2_cffi_bindings",
+    # Inbound checks: SPF, DMARC, Authentication-Results, Ed25519 DKIM keys
+    "spf", "dmarc", "authres", "authres.core", "authres.dmarc", "authres.arc",
+    "publicsuffixlist", "nacl.signing", "nacl.exceptions",
     # DNS (MX lookups): the resolver and the record classes it loads by name
     "dns.resolver", "dns.query", "dns.message", "dns.rdata", "dns.rdataclass", "dns.rdatatype",
     "dns.rrset", "dns.edns", "dns.flags", "dns.rcode", "dns.inet", "dns.ipv4", "dns.ipv6",

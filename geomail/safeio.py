@@ -67,13 +67,16 @@ class Workers:
     - ``hash``: argon2 password checks, at nice ``HASH_NICE``. A login costs tens of ms of CPU;
       at normal priority the hub would wait behind it for a core and every other session's
       replies would slow down (see bench/README.md, auth).
+    - ``verify``: DKIM and ARC verification of inbound mail (canonicalisation and hashing of
+      the whole message: CPU work, a few threads).
     """
 
     def __init__(self, io_threads: int = 16, read_threads: int = 2,
-                 password_threads: int = 2) -> None:
+                 password_threads: int = 2, verify_threads: int = 2) -> None:
         self.io_threads = io_threads
         self.read = ThreadRunner(read_threads)
         self.hash = ThreadRunner(password_threads, nice=HASH_NICE)
+        self.verify = ThreadRunner(verify_threads)
 
     def start(self) -> None:
         """Size gevent's threadpool (it belongs to the hub, which the process shares)."""
@@ -84,6 +87,7 @@ class Workers:
     def close(self) -> None:
         self.read.close()
         self.hash.close()
+        self.verify.close()
 
 
 def fsync_dir(path: str) -> None:

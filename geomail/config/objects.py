@@ -76,6 +76,7 @@ class Limits:
     io_threads: int = 16
     read_threads: int = 2
     password_threads: int = 2
+    verify_threads: int = 2  # DKIM/ARC verification of inbound mail (CPU)
 
 
 @dataclass(frozen=True, slots=True)

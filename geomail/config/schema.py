@@ -108,6 +108,7 @@ def _parse_limits(sec: _Section) -> Limits:
         io_threads=sec.get("io_threads", _int_range(1, 1024), d.io_threads),
         read_threads=sec.get("read_threads", _int_range(1, 256), d.read_threads),
         password_threads=sec.get("password_threads", _int_range(1, 256), d.password_threads),
+        verify_threads=sec.get("verify_threads", _int_range(1, 256), d.verify_threads),
     )
     sec.finish()
     return limits

@@ -9,22 +9,26 @@ from dataclasses import dataclass
 
 from geomail import dispatch, usermail
 from geomail.address import domain_part, normalize_domain
+from geomail.checks.dnslists import DNSListChecker
+from geomail.checks.greylist import Greylist
 from geomail.config import Config
 from geomail.dispatch import Enqueuer
 from geomail.dkim import DKIMSigner
-from geomail.envelope import Envelope
+from geomail.envelope import Body, Envelope
 from geomail.errors import StoreError
 from geomail.ids import new_id
 from geomail.log import event
 from geomail.login import LoginChecker
 from geomail.maillog import MailLog
+from geomail.policy.defences import Defences
+from geomail.policy.inbound import InboundChecks
 from geomail.proto import reply as R
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
 from geomail.proto.smtp_types import SessionInfo
 from geomail.routing import Router
 from geomail.spool import MemoryBudget, Spool
-from geomail.store.base import MessageStore
+from geomail.store.base import JUNK, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ class Services:
     authenticator: LoginChecker | None = None
     queue: Enqueuer | None = None
     dkim: DKIMSigner | None = None
+    dnslists: DNSListChecker | None = None  # spam.dnsbl / spam.dnswl
+    greylist: Greylist | None = None  # spam.greylist
+    inbound: InboundChecks | None = None  # checks: and spam.rspamd, on outsiders' mail
 
 
 class SMTPPolicy:
@@ -52,8 +59,17 @@ class SMTPPolicy:
         self._spool_dir = spool_dir
         self._spool_budget = MemoryBudget(config.limits.spool_memory)
         self._trusted = config.relay.allow_networks
+        self._defences = Defences(config, self.maillog)
 
     # ---- the shell's questions --------------------------------------------------------------
+
+    def check_client(self, info: SessionInfo) -> Reply | None:
+        """Before the greeting on port 25: DNS allow- and block-lists (``policy.defences``)."""
+        return self._defences.check_client(info, self.services.dnslists)
+
+    def pregreet(self, info: SessionInfo) -> float | None:
+        """The early-talker screen for this client (``policy.defences``)."""
+        return self._defences.pregreet(info)
 
     def check_sender(self, info: SessionInfo, envelope: Envelope) -> Reply | None:
         """Authenticated users send only as their own addresses (RFC 6409 6.1)."""
@@ -64,6 +80,8 @@ class SMTPPolicy:
             refusal = _R553_BAD_SENDER_DOMAIN
         elif user and sender and not self.services.router.owns(user, sender):
             refusal = R.R553_NOT_YOUR_ADDRESS
+        elif self.services.inbound is not None:  # an outsider using one of our domains
+            refusal = self.services.inbound.check_sender(info, sender)
         if refusal is not None:
             self.maillog.rejected(info.session_id, info.peer_ip, "mail", str(refusal),
                                   sender=sender)
@@ -89,6 +107,8 @@ class SMTPPolicy:
         if refusal is not None:
             self.maillog.rejected(info.session_id, info.peer_ip, "rcpt", str(refusal),
                                   sender=envelope.sender, recipient=address)
+        elif self.services.greylist is not None:  # RFC 6647, logged by the decision itself
+            refusal = self._defences.greylist(info, envelope, address, self.services.greylist)
         return refusal
 
     def _may_relay(self, info: SessionInfo) -> bool:
@@ -131,8 +151,10 @@ class SMTPPolicy:
         sender = envelope.sender or ""
         targets = dispatch.resolve(self.services.router, envelope.recipients)
         own_mail = bool(info.auth_user) or self._trusted_client(info)
+        inbound = self.services.inbound
+        checked = inbound is not None and not own_mail and inbound.applies(info)
         try:
-            head = usermail.header_section(body) if own_mail else b""
+            head = usermail.header_section(body) if own_mail or checked else b""
             if info.auth_user:
                 refusal = self._check_authors(info.auth_user, sender, head)
                 if refusal is not None:
@@ -142,17 +164,28 @@ class SMTPPolicy:
             added, signature = (self._submission_fields(sender, head, body,
                                                            bool(targets.remote))
                                 if own_mail else (b"", b""))
+            content: Body = body
+            folder = ""
+            if checked:  # an outsider's message: authenticated and scanned (policy.inbound)
+                assert inbound is not None
+                verdict = inbound.check(info, envelope, msgid, head, body)
+                if verdict.reply is not None:
+                    self.maillog.rejected(info.session_id, info.peer_ip, "data",
+                                          str(verdict.reply), sender=sender)
+                    return verdict.reply
+                added, content = verdict.added, verdict.body or body
+                folder = JUNK if verdict.junk else ""
             if targets.remote:
                 route = "queue"
                 queue = self.services.queue
                 if queue is None:
                     return _R451_NO_QUEUE
                 dispatch.to_queue(queue, self.config.hostname, info, envelope, msgid, targets,
-                                  body, signature + added)
+                                  content, signature + added)
             else:
                 route = "local"
                 dispatch.to_store(self.services.store, self.config.hostname, info, envelope,
-                                  msgid, targets, body, added)
+                                  msgid, targets, content, added, folder)
         except StoreError as exc:
             event(log, logging.ERROR, "store-failed", session=info.session_id, id=msgid,
                   error=str(exc))
@@ -162,7 +195,7 @@ class SMTPPolicy:
                   error=str(exc))
             return R.R451_LOCAL_ERROR
         self.maillog.accepted(msgid, info.session_id, info.peer_ip, sender,
-                              envelope.recipients, body.crlf_size, route, user=info.auth_user)
+                              envelope.recipients, content.crlf_size, route, user=info.auth_user)
         return Reply(250, "2.0.0", f"Ok: queued as {msgid}")
 
     def _check_authors(self, user: str, sender: str, head: bytes) -> Reply | None:

@@ -94,6 +94,7 @@ R503_HELO_FIRST = Reply(503, "5.5.1", "Send HELO/EHLO first")
 R503_NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first")
 R503_NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
 R503_ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
+R503_REFUSED = Reply(503, "5.5.1", "Bad sequence of commands: service refused, send QUIT")
 R504_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication mechanism")
 R521_BARE_NEWLINE = Reply(521, "5.5.2", "Bare CR or LF received; lines must end in CRLF "
                                          "(RFC 5321 2.3.8), closing connection")

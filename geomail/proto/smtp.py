@@ -30,6 +30,11 @@ What each verb may do in each state (anything else gets 503 5.5.1):
 | AUTH (RFC 4954)     | 503     | ok    | 503          | 503   |
 | RSET NOOP HELP VRFY QUIT | ok | ok    | ok           | ok    |
 
+A client the policy refuses at connect (``greeting(refusal)``: a DNSBL listing) is greeted with
+554 instead of 220 and the session is REFUSED: RFC 5321 3.1 says the server must then wait for
+QUIT (221) and should answer anything else 503. Those 503s count as protocol errors, so a client
+that never quits is closed with 421 after ``max_bad_commands`` of them.
+
 While DATA or BDAT content is read the session is in DATA/BDAT, during an AUTH exchange in AUTH;
 a BDAT chunk is always read to its end, even when the command is refused (RFC 3030 2), unless
 its size would take the message past the limit (552, closing, the chunk unread).
@@ -123,8 +128,12 @@ class SMTPSession(MessageContent):
 
     # ---- I/O-facing API -------------------------------------------------------------------
 
-    def greeting(self) -> Reply:
-        """The 220 banner (RFC 5321 4.3.1)."""
+    def greeting(self, refusal: Reply | None = None) -> Reply:
+        """The 220 banner (RFC 5321 4.3.1), or ``refusal`` (a 554) in its place: the session is
+        then REFUSED, waiting for QUIT (RFC 5321 3.1)."""
+        if refusal is not None:
+            self.state = State.REFUSED
+            return refusal
         return Reply(220, None, f"{self.settings.hostname} {self.settings.banner}")
 
     @property
@@ -226,7 +235,7 @@ class SMTPSession(MessageContent):
     def _abort(self) -> None:
         self._pending = None
         self._reset_transaction()
-        if self.state not in (State.INITIAL, State.CLOSED):
+        if self.state not in (State.INITIAL, State.CLOSED, State.REFUSED):
             self.state = State.READY if self.info.helo else State.INITIAL
 
     # ---- command dispatch -----------------------------------------------------------------
@@ -254,6 +263,9 @@ class SMTPSession(MessageContent):
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         self._trace_in("AUTH " + arg.split(" ")[0] + " <redacted>" if verb == "AUTH" else text)
+        if self.state is State.REFUSED and verb != "QUIT":  # RFC 5321 3.1
+            self._error(R.R503_REFUSED, out)
+            return
         if verb != "AUTH" and len(line) + 2 > self._command_limit(verb):
             self._error(R.R500_LINE_TOO_LONG, out)
             return

@@ -81,6 +81,8 @@ class SessionInfo:
     helo: str | None = None
     esmtp: bool = False
     auth_user: str | None = None
+    service: str = ""  # the listener's kind: "smtp" (port 25), "submission", "submissions"
+    dnswl: str | None = None  # the DNSWL zone that listed the client at connect (RFC 5782)
 
     def protocol(self, smtputf8: bool = False) -> str:
         """The ``with`` keyword of a Received header (RFC 3848, RFC 6531 3.7.3)."""
@@ -123,4 +125,5 @@ class State(enum.Enum):
     DATA = "data"  # reading DATA content
     BDAT = "bdat"  # reading a BDAT chunk
     AUTH = "auth"  # inside an AUTH exchange
+    REFUSED = "refused"  # greeted with 554 (RFC 5321 3.1): only QUIT, anything else 503
     CLOSED = "closed"

@@ -8,10 +8,12 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import gevent
+from gevent.socket import wait_read
 
 from geomail.envelope import Envelope
 from geomail.log import event
@@ -40,11 +42,12 @@ log = logging.getLogger(__name__)
 transcript = logging.getLogger("geomail.transcript")
 
 RECV_SIZE = 65536
-IDLE_STATES = (State.INITIAL, State.READY)
+IDLE_STATES = (State.INITIAL, State.READY, State.REFUSED)
 R421_LIFETIME = R.R421_TIMEOUT.with_text("Connection time limit reached, closing connection")
 # The answers to a policy call that failed or ran out of time (transient: the client retries).
 CHECK_FAILED: Reply | None = R.R451_LOCAL_ERROR
 LOGIN_FAILED: str | Reply = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 6
+R554_EARLY_TALKER = Reply(554, "5.5.1", "Protocol error: talked before the greeting")
 
 
 class BodySink(Protocol):
@@ -61,6 +64,14 @@ Sink = TypeVar("Sink", bound=BodySink)
 class SMTPHandler(Protocol[Sink]):
     """The policy the shell asks on the session's behalf (geomail/policy/smtp.py); calls may
     block cooperatively (thread pool, disk)."""
+
+    def check_client(self, info: SessionInfo) -> Reply | None:
+        """Before the greeting: None greets the client; a Reply (554) is sent instead of the
+        220 and the session then waits for QUIT (RFC 5321 3.1)."""
+
+    def pregreet(self, info: SessionInfo) -> float | None:
+        """The early-talker screen for this client (cheap, no I/O): None when it does not
+        apply, else the greeting delay in seconds (0: only bytes already waiting count)."""
 
     def check_sender(self, info: SessionInfo, envelope: Envelope) -> Reply | None:
         """None accepts ``envelope.sender``; a Reply refuses it."""
@@ -103,7 +114,7 @@ class SMTPConnection(Connection):
     def __init__(self, service: SMTPService, sock: socket.socket, address: tuple[str, int],
                  on_end: Callable[[Connection], None]) -> None:
         super().__init__(service, sock, address, on_end)
-        info = SessionInfo(self.session_id, address[0], address[1])
+        info = SessionInfo(self.session_id, address[0], address[1], service=service.kind)
         trace = self._trace if transcript.isEnabledFor(logging.DEBUG) else None
         self.session = SMTPSession(info, service.settings, trace)
         self._body: BodySink | None = None  # the message being received
@@ -134,7 +145,8 @@ class SMTPConnection(Connection):
         if not self._greeted:
             if self.service.settings.implicit_tls:
                 self._start_tls()
-            self.send(session.greeting().wire)
+            if not self._greet():
+                return "early-talker"
             self._greeted = True
             self.restart_deadline()
         rate = self.service.limits.min_data_rate
@@ -208,6 +220,42 @@ class SMTPConnection(Connection):
             if tracker.draining and session.state in IDLE_STATES:
                 self.send_quietly(R.R421_SHUTTING_DOWN.wire)
                 return "shutdown"
+
+    def _greet(self) -> bool:
+        """Screen the client, then send the greeting (554 instead of 220 for a refused client);
+        False when the client talked before the greeting and was sent away."""
+        handler, info = self.service.handler, self.session.info
+        refusal = call_policy("check-client", self.session_id,
+                              self.service.limits.policy_timeout, None, handler.check_client,
+                              info)
+        delay = handler.pregreet(info) if refusal is None else None
+        if delay is not None and self._talks_early(delay):
+            self.send_quietly(R554_EARLY_TALKER.wire)
+            self.maillog.metrics.inc("geomail_early_talkers_total")
+            event(self.maillog.log, logging.INFO, "early-talker", session=self.session_id,
+                  client=self.client, delay=delay)
+            return False
+        self.send(self.session.greeting(refusal).wire)
+        return True
+
+    def _talks_early(self, delay: float) -> bool:
+        """Postfix postscreen's pregreet test: did the client send anything before our
+        greeting? With ``delay``, a first greeting line ("220-", RFC 5321 4.2.1) goes out and
+        the client gets up to ``delay`` seconds to talk out of turn; without, only bytes that
+        are already waiting count."""
+        if delay > 0:
+            self.send(f"220-{self.service.settings.hostname} ESMTP\r\n".encode())
+            try:
+                wait_read(self.sock.fileno(),
+                          min(delay, max(self._end_of_life - time.monotonic(), 0.0)))
+            except TimeoutError:
+                return False
+        self.sock.settimeout(0.0)
+        self._short_timeout = True  # send() sets the send limit again
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except (BlockingIOError, InterruptedError):
+            return False
 
     def _step(self, step: Callable[[Any], list[Output]], arg: Any) -> list[Output] | None:
         """``session.feed`` or ``session.answer``; None on a bug (the client gets 451)."""

@@ -15,6 +15,13 @@ class Copy:
 
     mailbox: str  # canonical user address, e.g. "alice@example.com"
     prefix: bytes  # Return-Path:, Delivered-To:, Received: lines, LF line endings
+    # A folder of the mailbox instead of its inbox: JUNK for suspected spam. Maildir stores it
+    # in the Maildir++ folder ".Junk" (what Dovecot and mail clients show as Junk); mbox has no
+    # folders and keeps it in the one mailbox (the message carries an X-Spam: Yes field).
+    folder: str = ""
+
+
+JUNK = "Junk"
 
 
 @dataclass(frozen=True, slots=True)

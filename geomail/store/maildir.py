@@ -91,7 +91,10 @@ class MaildirStore:
             wsize = len(prefix) + prefix.count(b"\n") + body.crlf_size
             name = (f"{stamp}{next(_counter)}R{_random.getrandbits(32):08x}.{self._host}"
                     f",S={size},W={wsize}")
-            jobs.append((copy.mailbox, self.mailbox_path(copy.mailbox), name, prefix, size))
+            root = self.mailbox_path(copy.mailbox)
+            if copy.folder:  # a Maildir++ folder: "<maildir>/.<name>" (names are ours)
+                root = f"{root}/.{copy.folder}"
+            jobs.append((copy.mailbox, root, name, prefix, size))
         # All file work for all copies in one pool call: a pool round trip costs about as
         # much as the writes themselves.
         run_blocking(self._write_copies, jobs, body)
@@ -139,9 +142,18 @@ class MaildirStore:
         return final
 
     def _make_maildir(self, root: str) -> None:
-        created = make_dirs(self.path, os.path.dirname(root), root)  # to fsync
+        folder = os.path.basename(root).startswith(".")
+        parents = (os.path.dirname(os.path.dirname(root)),) if folder else ()
+        created = make_dirs(self.path, *parents, os.path.dirname(root), root)  # to fsync
         if any([mkdir(f"{root}/{sub}") for sub in _SUBDIRS]):
             created.append(root)
+        if folder and not os.path.exists(f"{root}/maildirfolder"):  # Maildir++: a folder
+            os.close(os.open(f"{root}/maildirfolder", os.O_CREAT | os.O_WRONLY, 0o600))
+            created.append(root)
+        if folder:
+            for sub in _SUBDIRS:  # the mailbox itself, so POP3 and IMAP find its inbox
+                if mkdir(f"{os.path.dirname(root)}/{sub}"):
+                    created.append(os.path.dirname(root))
         for directory in created:
             fsync_dir(directory)
         self._ready.add(root)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dkim as dkimpy
 import pytest
+import yaml
 
 from geomail import __version__
 from tests.support.dns import Dnsmasq
@@ -105,8 +106,32 @@ def test_dns_prints_the_records_to_publish(tmp_path: Path):
     assert "example.test.  " in out and "IN MX   10 mail.example.test." in out
     assert '"v=spf1 mx -all"' in out
     assert "s1._domainkey.example.test." in out and "v=DKIM1; k=rsa; p=" in out
-    assert '_dmarc.example.test.' in out and "p=quarantine; rua=mailto:postmaster@" in out
+    assert '_dmarc.example.test.' in out and "p=reject; rua=mailto:postmaster@" in out
     assert "IN PTR  mail.example.test." in out
+
+
+def test_dns_suggests_a_dmarc_policy_that_protects(tmp_path: Path):
+    """Issue 12 item 5: with a DKIM key the suggested DMARC policy is ``p=reject`` (RFC 7489
+    6.3), without one ``p=quarantine`` with a note to add DKIM; ``--check`` calls a published
+    ``p=none`` weak (exit 1): it asks receivers to deliver forgeries."""
+    key = tmp_path / "k.key"
+    config = dns_config(tmp_path, key)
+    raw = yaml.safe_load(config.read_text())
+    del raw["dkim"]
+    unsigned = yaml.safe_dump(raw)
+    (tmp_path / "plain.yaml").write_text(unsigned)
+    result = run("dns", "-c", str(tmp_path / "plain.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "p=quarantine; rua=mailto:postmaster@" in result.stdout
+    assert "dkim keygen" in result.stdout
+    server = Dnsmasq().txt("_dmarc.example.test", "v=DMARC1; p=none")
+    with server:
+        text = unsigned + f"relay: {{nameservers: ['{server.nameserver}']}}\n"
+        (tmp_path / "plain.yaml").write_text(text)
+        result = run("dns", "--check", "-c", str(tmp_path / "plain.yaml"))
+    assert result.returncode == 1
+    assert any(line.startswith("weak") and "_dmarc.example.test." in line
+               for line in result.stdout.splitlines()), result.stdout
 
 
 def test_dns_check_against_a_real_dns_server(tmp_path: Path):
@@ -121,7 +146,7 @@ def test_dns_check_against_a_real_dns_server(tmp_path: Path):
     server = (Dnsmasq().mx("example.test", "mail.example.test").host("mail.example.test",
               "192.0.2.10").ptr("192.0.2.10", "mail.example.test")
               .txt("example.test", "v=spf1 mx -all").txt("s1._domainkey.example.test", dkim_value)
-              .txt("_dmarc.example.test", "v=DMARC1; p=quarantine"))
+              .txt("_dmarc.example.test", "v=DMARC1; p=reject"))
     with server:
         text = raw_path.read_text() + f"relay: {{nameservers: ['{server.nameserver}']}}\n"
         raw_path.write_text(text)

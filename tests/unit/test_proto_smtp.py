@@ -1381,3 +1381,48 @@ def test_auth_follows_settings_not_listener_names():
     assert session.feed(MAIL) == [CheckSender(Envelope(sender="sender@example.org"))]
     assert bare_session().feed(EHLO) == [ehlo_reply()]
     assert bare_session(auth_offered=True).feed(EHLO) == [ehlo_reply()]  # TLS first
+
+
+# --------------------------------------------------------------------------------------------
+# Refused at connect (RFC 5321 3.1): 554 instead of 220, then only QUIT
+# --------------------------------------------------------------------------------------------
+
+BLOCKED = Reply(554, "5.7.1", "Service unavailable; client [192.0.2.7] blocked using bl.test")
+
+
+def refused(data: bytes, **settings) -> Run:
+    """A session greeted with ``BLOCKED``, then fed ``data`` every way."""
+    def run(chunks: list[bytes]) -> Run:
+        session = make_session(**settings)
+        assert session.greeting(BLOCKED) == BLOCKED
+        outputs = [out for chunk in chunks for out in session.feed(chunk)]
+        return Run(session, session.handler, outputs)
+
+    return every_way(data, run)
+
+
+def test_refused_session_answers_503_until_quit():
+    """RFC 5321 3.1 (issue 12 item 7, a DNSBL listing): a server that answers 554 instead of
+    the 220 greeting must wait for QUIT and answer other commands 503; QUIT gets 221 and the
+    connection closes. Nothing reaches the policy: no MAIL, RCPT or AUTH is looked at."""
+    run = refused(EHLO + b"HELO x\r\n" + MAIL + RCPT + b"DATA\r\nNOOP\r\nFROB\r\nQUIT\r\n")
+    assert run.session.state is State.CLOSED
+    assert run.outputs == [R.R503_REFUSED] * 7 + [R.R221_BYE, Close()]
+    assert run.handler.calls == []
+
+
+def test_refused_session_is_closed_after_max_bad_commands():
+    """RFC 5321 3.1 lets the refused client stay until QUIT; the 503s count as protocol errors
+    (issue 12 item 7, as the error limits of RFC 5321 4.2.2 / Postfix smtpd_hard_error_limit),
+    so a client that never quits is closed with 421 after ``max_bad_commands``."""
+    run = refused(b"EHLO a\r\nNOOP\r\nRSET\r\nEHLO b\r\n", max_bad_commands=3)
+    assert run.outputs == [R.R503_REFUSED] * 3 + [R.R421_TOO_MANY_ERRORS, Close()]
+    assert run.session.too_many_errors
+
+
+def test_greeting_without_refusal_is_220():
+    """RFC 5321 3.1 / 4.3.1: with no refusal the session greets with 220 and reads commands as
+    usual (the refused state is only entered through ``greeting(refusal)``)."""
+    session = make_session()
+    assert session.greeting(None).code == 220
+    assert session.feed(EHLO) == [ehlo_reply()]
