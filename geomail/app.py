@@ -17,6 +17,7 @@ from geomail.address import domain_part
 from geomail.checks.dnslists import DNSListChecker
 from geomail.checks.greylist import Greylist
 from geomail.checks.rspamd import RspamdClient
+from geomail.checks.verify_pool import VerifyPool, worker_command
 from geomail.clientnet import client_network
 from geomail.config import Config, ListenerConfig, load_config
 from geomail.courier.local import LocalCourier
@@ -108,9 +109,11 @@ class App:
         if spam.greylist is not None:  # opened at start, after the privilege drop
             self.services.greylist = Greylist(
                 os.path.join(config.data_dir, "greylist.sqlite"), spam.greylist)
+        self.verify_pool = (VerifyPool(limits.verify_processes, worker_command(config.user))
+                            if limits.verify_processes and config.checks.dkim else None)
         self.services.inbound = InboundChecks(
             config, checks_dns, self.workers.verify, self.maillog,
-            RspamdClient(spam.rspamd) if spam.rspamd else None)
+            RspamdClient(spam.rspamd) if spam.rspamd else None, pool=self.verify_pool)
         own = [(lst.host, lst.port) for lst in config.listeners_of("smtp")]
         resolver = None if config.relay.smarthost else MXResolver.from_config(config.relay, own)
         self.courier = SMTPCourier(config.relay, config.hostname, resolver)
@@ -217,6 +220,8 @@ class App:
             self.services.greylist.close()
         for server in self.http:
             server.stop()
+        if self.verify_pool is not None:
+            self.verify_pool.close()
         self.workers.close()
         self._stopped.set()
 
@@ -251,6 +256,8 @@ class App:
         self.bind()
         system.prepare_data_dir(self.config.data_dir, self.config.user)
         preload.before_privilege_drop(self.workers.io_threads)
+        if self.verify_pool is not None:
+            self.verify_pool.start()  # as root: a worker drops its privileges itself
         system.drop_privileges(self.config.user)
         self.start()
         event(log, logging.INFO, "started", pid=os.getpid())

@@ -176,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from geomail import sendmail
 
         return sendmail.main(argv[1:] if argv[:1] == ["sendmail"] else argv)
+    if argv[:1] == ["verify-worker"]:  # started by the server itself (checks/verify_pool.py)
+        from geomail.checks.verify_pool import worker_main
+
+        return worker_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -8,12 +8,19 @@ signature checks run in a worker thread (``verify``) with the keys already in ha
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
+import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import dkim as dkimpy
 import dns.resolver
 import gevent
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from geomail.checks import dnsquery
@@ -22,7 +29,12 @@ from geomail.checks.dnsquery import DNSTempError
 # RFC 6376 6.1: a verifier may limit the signatures it checks; more are reported "policy".
 MAX_SIGNATURES = 8
 MAX_ARC_SETS = 50  # RFC 8617 4.2.1: instance values are 1 to 50
-_SIGNATURE_FIELDS = (b"dkim-signature", b"arc-seal", b"arc-message-signature")
+MAX_KEYS = 1024  # parsed key records and OpenSSL key objects kept per App
+_HASHES: dict[str, hashes.HashAlgorithm] = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}
+_Signer = TypeVar("_Signer", bound=dkimpy.DomainSigner)
+# A signature field with its continuation lines (LF endings, as bodies are kept).
+_SIGNATURE_FIELD = re.compile(rb"^(?:dkim-signature|arc-seal|arc-message-signature)[ \t]*:"
+                              rb"([^\n]*\n(?:[ \t][^\n]*\n)*)", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +89,9 @@ def _tags(value: bytes) -> dict[bytes, bytes] | None:
 
 def key_names(head: bytes) -> list[bytes]:
     """The ``<s>._domainkey.<d>`` names of the DKIM and ARC signatures in ``head``."""
-    try:
-        fields, _ = dkimpy.rfc822_parse(head + b"\n")
-    except dkimpy.MessageFormatError:
-        return []
     names: list[bytes] = []
-    for name, value in fields:
-        if name.lower() not in _SIGNATURE_FIELDS:
-            continue
-        tags = _tags(value)
+    for match in _SIGNATURE_FIELD.finditer(head):
+        tags = _tags(match.group(1))
         if tags and tags.get(b"s") and tags.get(b"d"):
             key = (tags[b"s"] + b"._domainkey." + tags[b"d"]).lower().rstrip(b".")
             if key not in names:
@@ -112,19 +118,102 @@ def fetch_keys(resolver: dns.resolver.Resolver, names: Iterable[bytes],
         else:
             keys.failed[name] = "permerror"
 
-    gevent.joinall([gevent.spawn(fetch, name) for name in names])
+    names = list(names)
+    if len(names) == 1:  # the usual message: one signature, no greenlet needed
+        fetch(names[0])
+    else:
+        gevent.joinall([gevent.spawn(fetch, name) for name in names])
     return keys
 
 
+class DKIMVerifier:
+    """Verifies DKIM signatures and ARC chains with dkimpy's own code, two steps swapped:
+
+    - the RSA step (RFC 8017 8.2.2) is OpenSSL's, through ``cryptography``, as in
+      ``geomail.dkim`` for signing: dkimpy's pure-Python big-integer arithmetic costs more CPU
+      than everything else in a verification together, and holds the GIL while it does;
+    - a key record is parsed once per App, not once per message.
+
+    dkimpy's methods ``verify_sig`` and ``verify_sig_process`` run with a namespace of this
+    verifier's in which those two functions are replaced; dkimpy's module is not patched.
+    ``tests/unit/test_dkim_verifier.py`` fails if dkimpy stops calling them by those names."""
+
+    def __init__(self) -> None:
+        namespace = dict(vars(dkimpy), RSASSA_PKCS1_v1_5_verify=self._rsa_verify,
+                         load_pk_from_dns=self._load_key)
+        methods = dkimpy.DomainSigner
+        self._verify_sig = _rebind(methods.verify_sig, namespace)
+        self._verify_sig_process = _rebind(methods.verify_sig_process, namespace)
+        self._parsed: dict[bytes, tuple[Any, ...]] = {}  # key record -> evaluate_pk's result
+        self._rsa: dict[tuple[int, int], rsa.RSAPublicKey] = {}
+
+    def verify(self, message: bytes, keys: Keys,
+               arc: bool = True) -> tuple[list[DKIMResult], ARCResult]:
+        """Every DKIM signature's result, and the ARC chain's (blocking CPU work: short for
+        ordinary messages). ``message`` has CRLF line endings."""
+        checker = self._adopt(dkimpy.DKIM(message, logger=_silent()))
+        count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
+        results = [_verify_one(checker, index, keys)
+                   for index in range(min(count, MAX_SIGNATURES))]
+        results += [DKIMResult("policy", "", "", reason="too many signatures")
+                    for _ in range(count - MAX_SIGNATURES)]
+        sealed = any(name.lower() == b"arc-seal" for name, _ in checker.headers)
+        return results, (self._verify_arc(message, keys) if arc and sealed
+                         else ARCResult("none"))
+
+    def _verify_arc(self, message: bytes, keys: Keys) -> ARCResult:
+        try:
+            sealer = self._adopt(dkimpy.ARC(message, logger=_silent()))
+            cv, _results, reason = sealer.verify(dnsfunc=keys.lookup)
+        except dkimpy.DKIMException as exc:
+            return ARCResult("fail", str(exc)[:200])
+        result = (cv or dkimpy.CV_Fail).decode("ascii")
+        return ARCResult(result, "" if result == "pass" else str(reason)[:200])
+
+    def _adopt(self, signer: _Signer) -> _Signer:
+        signer.verify_sig = types.MethodType(self._verify_sig, signer)
+        signer.verify_sig_process = types.MethodType(self._verify_sig_process, signer)
+        return signer
+
+    def _load_key(self, name: bytes, dnsfunc: Callable[..., bytes],
+                  timeout: float = 5) -> tuple[Any, ...]:
+        """dkimpy's ``load_pk_from_dns``, with each distinct record parsed once."""
+        record = dnsfunc(name, timeout=timeout)
+        parsed = self._parsed.get(record)
+        if parsed is None:
+            parsed = tuple(dkimpy.evaluate_pk(name, record))
+            if len(self._parsed) >= MAX_KEYS:
+                self._parsed.clear()
+            self._parsed[record] = parsed
+        return parsed
+
+    def _rsa_verify(self, digest: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+        """dkimpy's ``RSASSA_PKCS1_v1_5_verify(hash, signature, key)`` done by OpenSSL."""
+        numbers = (public_key["modulus"], public_key["publicExponent"])
+        key = self._rsa.get(numbers)
+        if key is None:
+            key = rsa.RSAPublicNumbers(numbers[1], numbers[0]).public_key()
+            if len(self._rsa) >= MAX_KEYS:
+                self._rsa.clear()
+            self._rsa[numbers] = key
+        algorithm = _HASHES.get(digest.name.lower())
+        if algorithm is None:
+            return False
+        try:
+            key.verify(signature, digest.digest(), padding.PKCS1v15(), Prehashed(algorithm))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
 def verify(message: bytes, keys: Keys, arc: bool = True) -> tuple[list[DKIMResult], ARCResult]:
-    """Every DKIM signature's result, and the ARC chain's (blocking CPU work: run it in a
-    thread). ``message`` has CRLF line endings."""
-    checker = dkimpy.DKIM(message, logger=_silent())
-    count = sum(1 for name, _ in checker.headers if name.lower() == b"dkim-signature")
-    results = [_verify_one(checker, index, keys) for index in range(min(count, MAX_SIGNATURES))]
-    results += [DKIMResult("policy", "", "", reason="too many signatures")
-                for _ in range(count - MAX_SIGNATURES)]
-    return results, (_verify_arc(message, keys) if arc else ARCResult("none"))
+    """``DKIMVerifier().verify`` for callers without an App's verifier (tests)."""
+    return DKIMVerifier().verify(message, keys, arc)
+
+
+def _rebind(method: Callable[..., Any], namespace: dict[str, Any]) -> types.FunctionType:
+    code = method.__code__
+    return types.FunctionType(code, namespace, method.__name__, method.__defaults__)
 
 
 def _verify_one(checker: dkimpy.DKIM, index: int, keys: Keys) -> DKIMResult:
@@ -153,20 +242,11 @@ def _verify_one(checker: dkimpy.DKIM, index: int, keys: Keys) -> DKIMResult:
     return DKIMResult("fail", domain, selector, algorithm, b, "signature did not verify")
 
 
-def _verify_arc(message: bytes, keys: Keys) -> ARCResult:
-    try:
-        cv, _results, reason = dkimpy.ARC(message, logger=_silent()).verify(dnsfunc=keys.lookup)
-    except dkimpy.DKIMException as exc:
-        return ARCResult("fail", str(exc)[:200])
-    result = (cv or dkimpy.CV_Fail).decode("ascii")
-    return ARCResult(result, "" if result == "pass" else str(reason)[:200])
-
-
 def _silent() -> logging.Logger:
     """A logger for dkimpy that goes nowhere: it logs each failure at ERROR, which is a normal
     verdict here (the result says it), not an event of ours. Unregistered, so it touches no
     logging state."""
-    logger = logging.Logger("dkimpy")
+    logger = logging.Logger("dkimpy", level=logging.CRITICAL + 1)  # no records built at all
     logger.addHandler(logging.NullHandler())
     return logger
 

@@ -17,6 +17,7 @@ from geomail.checks import dnsquery
 from geomail.checks.dkim_verify import DKIMResult
 from geomail.checks.dnsquery import DNSTempError
 from geomail.checks.spf import SPFResult
+from geomail.checks.ttlcache import TTLCache
 
 DISPOSITIONS = ("none", "quarantine", "reject")  # ordered: the strictest wins
 _SOFTER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
@@ -62,6 +63,8 @@ class DMARCEvaluator:
         self._psl = psl or PublicSuffixList()
         self._dmarc = dmarc.DMARC(publicsuffix=_OrgDomains(self._psl))
         self._sample = sample  # pct sampling (RFC 7489 6.6.4); tests pass a fixed value
+        # (found,): a 1-tuple, so that "no record" is cached too (get's None: not cached)
+        self._records: TTLCache[tuple[tuple[str, str | None] | None]] = TTLCache()
 
     def organizational_domain(self, domain: str) -> str:
         return organizational_domain(self._psl, domain)
@@ -95,7 +98,16 @@ class DMARCEvaluator:
 
     def _find_record(self, domain: str) -> tuple[str, str | None] | None:
         """RFC 7489 6.6.3: ``_dmarc.<From domain>``, else ``_dmarc.<organisational domain>``;
-        the record and, when it came from the latter, that domain (its ``sp`` applies)."""
+        the record and, when it came from the latter, that domain (its ``sp`` applies).
+        Reused for a minute (``ttlcache``); DNS trouble is not remembered."""
+        cached = self._records.get(domain)
+        if cached is not None:
+            return cached[0]
+        found = self._discover(domain)
+        self._records.put(domain, (found,))
+        return found
+
+    def _discover(self, domain: str) -> tuple[str, str | None] | None:
         record = self._record_at(domain)
         if record is not None:
             return record, None

@@ -15,6 +15,7 @@ import spf as pyspf
 from geomail.address import domain_part
 from geomail.checks import dnsquery
 from geomail.checks.dnsquery import DNSTempError
+from geomail.checks.ttlcache import TTLCache
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 
@@ -44,8 +45,10 @@ class SPFChecker:
     between Apps. ``tests/unit/test_spf_checker.py`` fails if pyspf stops looking the name up
     there."""
 
-    def __init__(self, resolver: dns.resolver.Resolver) -> None:
+    def __init__(self, resolver: dns.resolver.Resolver,
+                 cache: TTLCache[SPFResult] | None = None) -> None:
         self._resolver = resolver
+        self._results = cache if cache is not None else TTLCache()
         namespace = dict(vars(pyspf), DNSLookup=self._lookup)
         self._dns = types.FunctionType(pyspf.query.dns.__code__, namespace, "dns",
                                        pyspf.query.dns.__defaults__)
@@ -71,6 +74,11 @@ class SPFChecker:
                 pairs.append(((name, qtype), rdata.strings))
         return pairs
 
+    def cached(self, client_ip: str, sender: str, helo: str | None) -> SPFResult | None:
+        """The result ``check`` would give from its cache, None when it would have to ask."""
+        helo_name = (helo or "").strip("[]")
+        return self._results.get((client_ip, (sender or helo_name).lower(), helo_name.lower()))
+
     def check(self, client_ip: str, sender: str, helo: str | None,
               receiver: str) -> SPFResult:
         """Evaluate SPF for ``sender`` (or ``helo`` when the sender is ``<>``, RFC 7208 2.3)
@@ -82,6 +90,17 @@ class SPFChecker:
             scope, identity, domain = "helo", helo_name, helo_name
         if not domain or "." not in domain or _is_address(domain):
             return SPFResult("none", scope, identity, domain, "no domain to check")
+        key = (client_ip, identity.lower(), helo_name.lower())
+        cached = self._results.get(key)
+        if cached is not None:
+            return cached
+        result = self._evaluate(client_ip, sender, helo_name, receiver, scope, identity, domain)
+        if result.result != "temperror":
+            self._results.put(key, result)
+        return result
+
+    def _evaluate(self, client_ip: str, sender: str, helo_name: str, receiver: str,
+                  scope: str, identity: str, domain: str) -> SPFResult:
         lifetime = self._resolver.lifetime
         try:
             query = pyspf.query(i=client_ip, s=sender, h=helo_name, receiver=receiver,

@@ -76,7 +76,8 @@ class Limits:
     io_threads: int = 16
     read_threads: int = 2
     password_threads: int = 2
-    verify_threads: int = 2  # DKIM/ARC verification of inbound mail (CPU)
+    verify_threads: int = 2  # DKIM/ARC verification of large inbound messages (CPU)
+    verify_processes: int = 1  # worker processes verifying DKIM/ARC (0: in the server)
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,7 @@ def _parse_limits(sec: _Section) -> Limits:
         read_threads=sec.get("read_threads", _int_range(1, 256), d.read_threads),
         password_threads=sec.get("password_threads", _int_range(1, 256), d.password_threads),
         verify_threads=sec.get("verify_threads", _int_range(1, 256), d.verify_threads),
+        verify_processes=sec.get("verify_processes", _int_range(0, 64), d.verify_processes),
     )
     sec.finish()
     return limits

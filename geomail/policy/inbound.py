@@ -13,7 +13,6 @@ import email.utils
 import logging
 import re
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
 
 import dns.resolver
 import gevent
@@ -21,11 +20,13 @@ import gevent
 from geomail.address import domain_part, normalize_domain
 from geomail.checks import dkim_verify
 from geomail.checks.authresults import WithoutFields, build_field, forged_fields
-from geomail.checks.dkim_verify import ARCResult, DKIMResult, Keys
+from geomail.checks.dkim_verify import ARCResult, DKIMResult, DKIMVerifier, Keys
 from geomail.checks.dmarc_policy import DMARCEvaluator, DMARCResult, strictest
 from geomail.checks.iprev import IprevResult, check_iprev
 from geomail.checks.rspamd import RspamdClient, RspamdError, ScanFacts, SpamVerdict
 from geomail.checks.spf import SPFChecker, SPFResult
+from geomail.checks.ttlcache import TTLCache
+from geomail.checks.verify_pool import VerifyPool, VerifyPoolError
 from geomail.clientnet import client_address
 from geomail.config import ChecksConfig, Config
 from geomail.envelope import Body, Envelope
@@ -34,13 +35,20 @@ from geomail.maillog import MailLog
 from geomail.proto.reply import Reply
 from geomail.proto.smtp_types import SessionInfo
 from geomail.safeio import Runner
+from geomail.units import KiB, MiB
 from geomail.usermail import HEADER_SCAN
 
 log = logging.getLogger("geomail.mail")
 
 SPAM_FIELDS = (b"x-spam", b"x-spam-score", b"x-spam-status", b"x-spam-flag")
+POOL_LIMIT = MiB  # larger messages are not copied to a worker process
+INLINE_VERIFY = 64 * KiB  # without a worker: larger messages are verified in the threads
 MAX_FROM_DOMAINS = 5  # distinct From domains evaluated; more is not a message a person sent
 _FOLD = re.compile(r"\r?\n[ \t]*")
+_FROM_FIELD = re.compile(rb"^from[ \t]*:([^\n]*\n(?:[ \t][^\n]*\n)*)", re.IGNORECASE | re.MULTILINE)
+# One address, optionally after a plain display name: the common From, read without a parser.
+_PLAIN_FROM = re.compile(r"\s*(?:[A-Za-z0-9 .'_-]*<)?[A-Za-z0-9._%+=-]+@"
+                         r"([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>?\s*")
 R553_FORGED_LOCAL = Reply(553, "5.7.1", "Sender address in a local domain: log in to send "
                           "as it")
 R550_NO_FROM = Reply(550, "5.7.1", "Message has no From header field with an address "
@@ -80,7 +88,7 @@ class InboundChecks:
 
     def __init__(self, config: Config, resolver: dns.resolver.Resolver, verify: Runner,
                  maillog: MailLog, rspamd: RspamdClient | None = None,
-                 dmarc: DMARCEvaluator | None = None) -> None:
+                 dmarc: DMARCEvaluator | None = None, pool: VerifyPool | None = None) -> None:
         self.config: ChecksConfig = config.checks
         self._hostname = config.hostname
         self._domains = frozenset(config.domains)
@@ -89,9 +97,12 @@ class InboundChecks:
         self._verify = verify  # the verification threads (Workers.verify)
         self._maillog = maillog
         self._rspamd = rspamd
-        checks = self.config
-        self._dmarc = dmarc or (DMARCEvaluator(resolver) if checks.dmarc else None)
+        self._dmarc = dmarc or (DMARCEvaluator(resolver) if self.config.dmarc else None)
         self._spf = SPFChecker(resolver)
+        self._dkim = DKIMVerifier()
+        self._pool = pool
+        self._iprev_results: TTLCache[IprevResult] = TTLCache()
+        self._outsiders: dict[str, bool] = {}  # client address -> checked? (config-only fact)
 
     # ---- who is checked ---------------------------------------------------------------------
 
@@ -99,8 +110,14 @@ class InboundChecks:
         """Outsiders only: not logged in, not in relay.allow_networks or checks.skip_networks."""
         if info.auth_user:
             return False
-        ip = client_address(info.peer_ip)
-        return not any(ip in net for net in (*self._trusted, *self.config.skip_networks))
+        outsider = self._outsiders.get(info.peer_ip)  # asked at MAIL and after DATA
+        if outsider is None:
+            ip = client_address(info.peer_ip)
+            outsider = not any(ip in net for net in (*self._trusted, *self.config.skip_networks))
+            if len(self._outsiders) >= 4096:
+                self._outsiders.clear()
+            self._outsiders[info.peer_ip] = outsider
+        return outsider
 
     def check_sender(self, info: SessionInfo, sender: str) -> Reply | None:
         """Item 5: an outsider may not use one of our domains as MAIL FROM (553 5.7.1)."""
@@ -145,13 +162,20 @@ class InboundChecks:
         found = _Findings(from_domains=from_domains(head))
         names = dkim_verify.key_names(head) if checks.dkim or checks.arc else []
         keys = dkim_verify.Keys()
+        # Results still fresh in the caches cost no greenlet; the rest are asked at once.
+        if checks.spf:
+            found.spf = self._spf.cached(info.peer_ip, sender, info.helo)
+        if checks.iprev:
+            found.iprev = self._iprev_results.get(info.peer_ip)
         spf = (gevent.spawn(self._spf.check, info.peer_ip, sender, info.helo, self._hostname)
-               if checks.spf else None)
-        iprev = gevent.spawn(check_iprev, resolver, info.peer_ip) if checks.iprev else None
+               if checks.spf and found.spf is None else None)
+        iprev = (gevent.spawn(self._iprev, info.peer_ip)
+                 if checks.iprev and found.iprev is None else None)
         fetch = gevent.spawn(dkim_verify.fetch_keys, resolver, names, keys) if names else None
         waits = [g for g in (spf, iprev, fetch) if g is not None]
-        gevent.joinall(waits, timeout=2 * resolver.lifetime)
-        gevent.killall([g for g in waits if not g.ready()])
+        if waits:
+            gevent.joinall(waits, timeout=2 * resolver.lifetime)
+            gevent.killall([g for g in waits if not g.ready()])
         keys.settle(names)
         if spf is not None:
             found.spf = spf.value or SPFResult("temperror", *_spf_identity(sender, info.helo),
@@ -159,18 +183,64 @@ class InboundChecks:
         if iprev is not None:
             found.iprev = iprev.value or IprevResult("temperror", info.peer_ip)
         if checks.dkim or checks.arc:
-            dkim, arc = self._verify(_verify_body, body, keys, checks.arc)
+            # A small message is verified right here (a few hundred microseconds of CPU); in a
+            # thread it would cost the hub more: every socket call the hub makes releases the
+            # GIL to the verifying thread and then waits to get it back (bench/README.md).
+            dkim, arc = self._verify_signatures(body, keys)
             found.dkim = dkim if checks.dkim else None
             found.arc = arc if checks.arc else None
         if self._dmarc is not None:
-            domains = (found.from_domains or [])[:MAX_FROM_DOMAINS]
-            evaluations = [gevent.spawn(self._dmarc.evaluate, d, found.spf, found.dkim or [])
-                           for d in domains]
-            gevent.joinall(evaluations, timeout=2 * resolver.lifetime)
-            gevent.killall([g for g in evaluations if not g.ready()])
-            found.dmarc = [g.value or DMARCResult("temperror", d, reason="took too long")
-                           for g, d in zip(evaluations, domains, strict=True)]
+            found.dmarc = self._evaluate_dmarc((found.from_domains or [])[:MAX_FROM_DOMAINS],
+                                               found.spf, found.dkim or [])
         return found
+
+    def _evaluate_dmarc(self, domains: list[str], spf: SPFResult | None,
+                        dkim: list[DKIMResult]) -> list[DMARCResult]:
+        """Each From domain's verdict, all under one deadline; the usual single domain in
+        this greenlet (its record is most often known already), several at once."""
+        assert self._dmarc is not None
+        deadline = 2 * self._resolver.lifetime
+        if len(domains) == 1:
+            timer = gevent.Timeout(deadline)
+            try:
+                with timer:
+                    return [self._dmarc.evaluate(domains[0], spf, dkim)]
+            except gevent.Timeout as exc:
+                if exc is not timer:  # someone else's deadline: not ours to swallow
+                    raise
+                return [DMARCResult("temperror", domains[0], reason="took too long")]
+        evaluations = [gevent.spawn(self._dmarc.evaluate, d, spf, dkim) for d in domains]
+        gevent.joinall(evaluations, timeout=deadline)
+        gevent.killall([g for g in evaluations if not g.ready()])
+        return [g.value or DMARCResult("temperror", d, reason="took too long")
+                for g, d in zip(evaluations, domains, strict=True)]
+
+    def _iprev(self, ip: str) -> IprevResult:
+        """``check_iprev``, its verdict reused for a minute (``ttlcache``) but for temperror."""
+        result = self._iprev_results.get(ip)
+        if result is None:
+            result = check_iprev(self._resolver, ip)
+            if result.result != "temperror":
+                self._iprev_results.put(ip, result)
+        return result
+
+    def _verify_signatures(self, body: Body, keys: Keys) -> tuple[list[DKIMResult], ARCResult]:
+        """In a worker process when there is a pool (``limits.verify_processes``); a message
+        too large to pass around, or when the pool fails, in this process: a small one right
+        here (a few hundred microseconds), a large one in the verification threads."""
+        arc = self.config.arc
+        if self._pool is not None and body.size <= POOL_LIMIT:
+            try:
+                return self._pool.verify(list(body.chunks()), keys, arc)
+            except VerifyPoolError as exc:
+                event(log, logging.WARNING, "verify-worker-failed", error=str(exc))
+        if body.size <= INLINE_VERIFY:
+            return _verify_body(self._dkim, body, keys, arc)
+        # In a thread the work costs the hub more than its own time (every socket call hands
+        # the GIL over and waits to get it back), but a large message would stall it longer.
+        result: tuple[list[DKIMResult], ARCResult] = self._verify(_verify_body, self._dkim,
+                                                                  body, keys, arc)
+        return result
 
     def _decide(self, found: _Findings) -> InboundVerdict:
         """RFC 7489 6.6: DMARC's disposition when it has one; else what ``spf_fail`` says."""
@@ -258,30 +328,38 @@ def _exempt(domain: str, skip: tuple[str, ...]) -> bool:
 
 
 def from_domains(head: bytes) -> list[str] | None:
-    """The distinct domains of the From field's addresses (RFC 7489 6.6.1), as a strict
-    (``email.headerregistry``) and a lenient (``email.utils.getaddresses``) parser read them
-    together, so that a spelling one of them fails on (``a@example.org.``, a source route)
-    cannot slip past: any mail program that shows a domain is judged by it. None when there is
-    no From field; [] when it names no domain at all."""
-    parsed = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    values = parsed.get_all("From")
+    """The distinct domains of the From field's addresses (RFC 7489 6.6.1); None when there is
+    no From field; [] when it names no domain at all.
+
+    A From field that is one plain address (``a@example.org``, ``Name <a@example.org>``) is read
+    by a pattern; anything else by a strict (``email.headerregistry``) and a lenient
+    (``email.utils.getaddresses``) parser together, so that a spelling one of them fails on
+    (``a@example.org.``, a source route) cannot slip past: any mail program that shows a domain
+    is judged by it."""
+    values = [_FOLD.sub(" ", m.group(1).decode("utf-8", "replace"))
+              for m in _FROM_FIELD.finditer(head)]
     if not values:
         return None
     domains: list[str] = []
-    for raw in values:
-        text = _FOLD.sub(" ", str(raw))
-        found = [domain for _name, address in email.utils.getaddresses([text])
-                 for domain in (address.rpartition("@")[2],) if "@" in address]
-        try:
-            field = email.policy.default.header_factory("From", text)
-            found += [address.domain or "" for address in field.addresses]
-        except (IndexError, ValueError, TypeError, AttributeError):  # a defective field
-            pass
+    for text in values:
+        plain = _PLAIN_FROM.fullmatch(text)
+        found = [plain.group(1)] if plain else _parsed_domains(text)
         for domain in found:
             domain = domain.strip().strip("<>[]").lower().rstrip(".")
             if domain and domain not in domains:
                 domains.append(domain)
     return domains
+
+
+def _parsed_domains(text: str) -> list[str]:
+    found = [address.rpartition("@")[2]
+             for _name, address in email.utils.getaddresses([text]) if "@" in address]
+    try:
+        field = email.policy.default.header_factory("From", text)
+        found += [address.domain or "" for address in field.addresses]
+    except (IndexError, ValueError, TypeError, AttributeError):  # a defective field
+        pass
+    return found
 
 
 def _spf_identity(sender: str, helo: str | None) -> tuple[str, str, str]:
@@ -291,10 +369,11 @@ def _spf_identity(sender: str, helo: str | None) -> tuple[str, str, str]:
     return "helo", helo or "", (helo or "").strip("[]")
 
 
-def _verify_body(body: Body, keys: Keys, arc: bool) -> tuple[list[DKIMResult], ARCResult]:
-    """In a verification thread: the message in CRLF form, every signature checked."""
+def _verify_body(verifier: DKIMVerifier, body: Body, keys: Keys,
+                 arc: bool) -> tuple[list[DKIMResult], ARCResult]:
+    """The message in CRLF form, every signature checked."""
     message = b"".join(body.chunks()).replace(b"\n", b"\r\n")
-    return dkim_verify.verify(message, keys, arc)
+    return verifier.verify(message, keys, arc)
 
 
 def _read_all(body: Body) -> list[bytes]:

@@ -47,9 +47,13 @@ def zone(keys: Keys) -> Iterator[Dnsmasq]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def mx(zone: Dnsmasq, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with inbound_app(tmp_path_factory.mktemp("dkim"), zone) as app:
+@pytest.fixture(scope="module", params=[1, 0], ids=["worker-process", "in-process"])
+def mx(zone: Dnsmasq, tmp_path_factory: pytest.TempPathFactory,
+       request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Every test twice: verification in a worker process (``limits.verify_processes: 1``,
+    the default) and in the server itself (``0``): the verdicts must not differ."""
+    with inbound_app(tmp_path_factory.mktemp("dkim"), zone,
+                     limits={"verify_processes": request.param}) as app:
         yield app
 
 

@@ -21,6 +21,7 @@ IMMUTABLE_CALLS = {
     "CanonicalizationPolicy.from_c_value",  # dkimpy's immutable canonicalization pair
     "os.urandom(2).hex",  # a str
     "argon2.PasswordHasher",  # holds only its fixed parameters
+    "struct.Struct",  # a compiled, immutable format
 }
 
 # Documented exceptions: (module, name) -> why it stays process-wide.
