@@ -109,6 +109,11 @@ def cpu_seconds(pid):
 def python_pid(pid):
     """The process that runs geomail's Python: ``pid`` itself (venv), or the child of the
     PyInstaller one-file bootloader (dist/geomail forks once, the child serves)."""
+    try:
+        if "python" in os.path.basename(os.readlink(f"/proc/{pid}/exe")):
+            return pid  # the venv: pid is Python itself (its children: DKIM verify workers)
+    except OSError:
+        return pid
     kids = mailbench.children_of(pid)
     return kids[0] if len(kids) == 1 else pid
 
