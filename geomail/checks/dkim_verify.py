@@ -7,6 +7,7 @@ signature checks run in a worker thread (``verify``) with the keys already in ha
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import types
@@ -18,8 +19,8 @@ import dkim as dkimpy
 import dns.resolver
 import gevent
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.util import InvalidTagValueList, parse_tag_value
 
@@ -209,6 +210,31 @@ class DKIMVerifier:
 def verify(message: bytes, keys: Keys, arc: bool = True) -> tuple[list[DKIMResult], ARCResult]:
     """``DKIMVerifier().verify`` for callers without an App's verifier (tests)."""
     return DKIMVerifier().verify(message, keys, arc)
+
+
+def warm_up(verifier: DKIMVerifier) -> list[DKIMResult]:
+    """Verify one RSA- and one Ed25519-signed message, so that every module verification
+    loads on first use is loaded now (a worker does it before it gives up root: the one-file
+    binary's unpacked files are readable only by root)."""
+    message = b"From: a@warm.invalid\r\nSubject: w\r\n\r\nw\r\n"
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    der = rsa_key.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    seed = base64.b64encode(ed_key.private_bytes(serialization.Encoding.Raw,
+                                                 serialization.PrivateFormat.Raw,
+                                                 serialization.NoEncryption()))
+    ed_public = ed_key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                 serialization.PublicFormat.Raw)
+    signed = (dkimpy.sign(message, b"r", b"warm.invalid", pem)
+              + dkimpy.sign(message, b"e", b"warm.invalid", seed,
+                            signature_algorithm=b"ed25519-sha256") + message)
+    keys = Keys({b"r._domainkey.warm.invalid": b"v=DKIM1; k=rsa; p=" + base64.b64encode(der),
+                 b"e._domainkey.warm.invalid": b"v=DKIM1; k=ed25519; p="
+                 + base64.b64encode(ed_public)})
+    return verifier.verify(signed, keys, arc=True)[0]
 
 
 def _rebind(method: Callable[..., Any], namespace: dict[str, Any]) -> types.FunctionType:

@@ -34,7 +34,7 @@ import gevent.os
 import gevent.subprocess
 from gevent.monkey import get_original
 
-from geomail.checks.dkim_verify import ARCResult, DKIMResult, DKIMVerifier, Keys
+from geomail.checks.dkim_verify import ARCResult, DKIMResult, DKIMVerifier, Keys, warm_up
 from geomail.errors import GeomailError
 
 _FRAME = struct.Struct(">I")
@@ -184,7 +184,8 @@ def worker_main(argv: list[str]) -> int:  # pragma: no cover - the worker proces
     """``geomail verify-worker [--user USER]``: become USER (if root), then serve stdin."""
     from geomail import system
 
-    verifier = DKIMVerifier()  # imports everything it needs while it may still read them
+    verifier = DKIMVerifier()
+    warm_up(verifier)  # every module a verification loads, while the files are readable
     if argv[:1] == ["--user"] and len(argv) > 1:
         system.drop_privileges(argv[1])
     return _serve(verifier, sys.stdin.fileno(), sys.stdout.fileno())

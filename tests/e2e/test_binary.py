@@ -166,9 +166,17 @@ def _sink_messages(sink: SmtpSink) -> list[Any]:
 
 def _serving_pid(pid: int) -> int:
     """The process that serves: a one-file PyInstaller binary runs Python in a child of its
-    bootloader (which only waits for it)."""
+    bootloader (which only waits for it); under a Python interpreter it is ``pid`` itself (its
+    children are DKIM verify workers, limits.verify_processes)."""
+    if "python" in os.path.basename(os.readlink(f"/proc/{pid}/exe")):
+        return pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return int(children[0]) if children else pid
+
+
+def _uids(pid: int) -> list[str]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
 
 
 def _client_context(cafile: str) -> Any:
@@ -199,9 +207,13 @@ def test_root_start_drops_to_the_configured_user(tls: dict[str, str]):
         config.write_text(yaml.safe_dump(raw))
         server = GeomailProcess(config, COMMAND).start()
         try:
-            status = Path(f"/proc/{_serving_pid(server.proc.pid)}/status").read_text()  # type: ignore[union-attr]
-            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+            serving = _serving_pid(server.proc.pid)  # type: ignore[union-attr]
+            assert _uids(serving) == [str(nobody.pw_uid)] * 4
+            # The DKIM verify worker, started as root before the drop, drops to user: itself.
+            workers = Path(f"/proc/{serving}/task/{serving}/children").read_text().split()
+            assert workers, "no verify worker (limits.verify_processes defaults to 1)"
+            wait_for(lambda: all(_uids(int(w)) == [str(nobody.pw_uid)] * 4 for w in workers),
+                     10, message="the verify worker to run as nobody")
             with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as client:
                 client.sendmail("x@remote.test", ["alice@example.com"], b"Subject: x\r\n\r\nx\r\n")
             data = base / "data"

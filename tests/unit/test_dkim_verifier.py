@@ -78,3 +78,13 @@ def test_ttl_cache_forgets_after_its_time() -> None:
     cache.put("b", "y")
     cache.put("c", "z")  # over its size: starts afresh, bounded
     assert cache.get("a") is None and cache.get("c") == "z"
+
+
+def test_warm_up_exercises_both_algorithms() -> None:
+    """A verify worker's warm-up (before it gives up root) really verifies an RSA and an
+    Ed25519 signature: every module those paths load is loaded then (RFC 8463)."""
+    from geomail.checks.dkim_verify import warm_up
+
+    results = warm_up(DKIMVerifier())
+    assert [(r.result, r.algorithm) for r in results] == [("pass", "rsa-sha256"),
+                                                         ("pass", "ed25519-sha256")]
