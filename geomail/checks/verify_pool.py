@@ -188,7 +188,9 @@ def worker_main(argv: list[str]) -> int:  # pragma: no cover - the worker proces
     warm_up(verifier)  # every module a verification loads, while the files are readable
     if argv[:1] == ["--user"] and len(argv) > 1:
         system.drop_privileges(argv[1])
-    return _serve(verifier, sys.stdin.fileno(), sys.stdout.fileno())
+    answers = os.dup(sys.stdout.fileno())  # the answers' own descriptor; anything a library
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints goes to stderr, not the pipe
+    return _serve(verifier, sys.stdin.fileno(), answers)
 
 
 def _serve(verifier: DKIMVerifier, requests: int,
