@@ -15,13 +15,13 @@ from tests.support.authmail import (
     Keys,
     accepted,
     arc_seal,
-    auth_zone,
     authserv_id,
     deliver,
     dkim_sign,
     dnsfunc,
     inbound_app,
     message,
+    module_fixtures,
     our_results,
     prop,
     result,
@@ -35,16 +35,7 @@ SENDER = "bounce@norecords.test"  # MAIL FROM: SPF none, unaligned with the From
 FROM = "writer@dkim.test"  # dkim.test publishes keys but no DMARC record
 
 
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys.make()
-
-
-@pytest.fixture(scope="module")
-def zone(keys: Keys) -> Iterator[Dnsmasq]:
-    server = auth_zone(keys).start()
-    yield server
-    server.stop()
+keys, zone = module_fixtures()
 
 
 @pytest.fixture(scope="module", params=[1, 0], ids=["worker-process", "in-process"])

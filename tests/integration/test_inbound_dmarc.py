@@ -20,13 +20,13 @@ from tests.support.authmail import (
     Keys,
     accepted,
     auth_events,
-    auth_zone,
     deliver,
     dkim_sign,
     find,
     has_header,
     inbound_app,
     message,
+    module_fixtures,
     our_results,
     prop,
     result,
@@ -38,16 +38,7 @@ from tests.support.stored import maildir
 UNRELATED = "bounce@spf-pass.test"  # MAIL FROM passing SPF, aligned with none of the From's
 
 
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys.make()
-
-
-@pytest.fixture(scope="module")
-def zone(keys: Keys) -> Iterator[Dnsmasq]:
-    server = auth_zone(keys).start()
-    yield server
-    server.stop()
+keys, zone = module_fixtures()
 
 
 @pytest.fixture(scope="module")

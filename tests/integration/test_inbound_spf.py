@@ -20,13 +20,12 @@ from tests.support.authmail import (
     LIAR_IP,
     RCPT,
     TIMEOUT_DOMAIN,
-    Keys,
     accepted,
-    auth_zone,
     authserv_id,
     deliver,
     inbound_app,
     message,
+    module_fixtures,
     our_results,
     prop,
     result,
@@ -41,11 +40,7 @@ from tests.support.tools import program
 PLAIN_FROM = "someone@plain.test"  # a From domain without records: DMARC has no say
 
 
-@pytest.fixture(scope="module")
-def zone() -> Iterator[Dnsmasq]:
-    server = auth_zone(Keys.make()).start()
-    yield server
-    server.stop()
+keys, zone = module_fixtures()
 
 
 @pytest.fixture(scope="module")

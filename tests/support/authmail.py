@@ -21,6 +21,7 @@ from typing import Any
 import authres
 import dkim
 import dns.resolver
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -200,6 +201,23 @@ def auth_zone(keys: Keys) -> Dnsmasq:
     zone.args.append("--local=/127.in-addr.arpa/")
     zone.timeout(TIMEOUT_DOMAIN)
     return zone
+
+
+def module_fixtures() -> tuple[Any, Any]:
+    """The ``keys`` and ``zone`` fixtures of a test module (``keys, zone = module_fixtures()``):
+    DKIM keys made once for the module, and ``auth_zone`` publishing them, running."""
+
+    @pytest.fixture(scope="module")
+    def keys() -> Keys:
+        return Keys.make()
+
+    @pytest.fixture(scope="module")
+    def zone(keys: Keys) -> Iterator[Dnsmasq]:
+        server = auth_zone(keys).start()
+        yield server
+        server.stop()
+
+    return keys, zone
 
 
 @contextlib.contextmanager
