@@ -11,6 +11,23 @@ from geomail.units import KiB
 CHUNK_SIZE = 256 * KiB  # what a Body yields at a time unless asked otherwise
 
 
+@dataclass(frozen=True, slots=True)
+class RecipientDSN:
+    """A recipient's DSN request (RFC 3461 4.1, 4.2): NOTIFY and ORCPT, as given on RCPT."""
+
+    notify: tuple[str, ...] | None = None  # ("NEVER",) or some of SUCCESS, FAILURE, DELAY
+    orcpt: str | None = None  # decoded "rfc822;bob@example.org"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDSN:
+    """A message's DSN request as couriers pass it on (RFC 3461 4.3, 4.4, 5.2)."""
+
+    ret: str | None = None  # "FULL" or "HDRS"
+    envid: str | None = None  # decoded ENVID
+    recipients: dict[str, RecipientDSN] = field(default_factory=dict)  # by final address
+
+
 @dataclass(slots=True)
 class Envelope:
     """Sender, recipients and parameters of one mail transaction (reset by RSET, EHLO, STARTTLS)."""
@@ -20,6 +37,9 @@ class Envelope:
     declared_size: int | None = None  # MAIL FROM SIZE= (RFC 1870)
     body_type: str = "7BIT"  # MAIL FROM BODY= (RFC 6152): 7BIT or 8BITMIME
     smtputf8: bool = False  # MAIL FROM SMTPUTF8 (RFC 6531)
+    ret: str | None = None  # MAIL FROM RET= (RFC 3461 4.3)
+    envid: str | None = None  # MAIL FROM ENVID= (RFC 3461 4.4), decoded
+    dsn: dict[str, RecipientDSN] = field(default_factory=dict)  # RCPT NOTIFY/ORCPT by address
 
 
 class Body(Protocol):

@@ -8,7 +8,7 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from geomail.delivery import DeliveryError
@@ -220,12 +220,15 @@ class OutboundSMTP:
     # ------------------------------------------------------------------ transactions
 
     def transaction(self, sender: str, recipients: Sequence[str], body: Body,
-                    mail_params: str = "", reset_first: bool = False) -> Transaction:
+                    mail_params: str = "", reset_first: bool = False,
+                    rcpt_params: Mapping[str, str] | None = None) -> Transaction:
         """One mail transaction: MAIL, RCPT for each of ``recipients`` (the forms sent), DATA
         and the body, pipelined when the server offers PIPELINING (RFC 2920). Raises
-        ``ConnectionLost`` when the connection fails; the message may then have been accepted."""
+        ``ConnectionLost`` when the connection fails; the message may then have been accepted.
+        ``rcpt_params``: parameters per recipient form (DSN NOTIFY/ORCPT, RFC 3461 4.1)."""
         mail = f"MAIL FROM:<{sender}>{' ' + mail_params if mail_params else ''}"
-        rcpts = [f"RCPT TO:<{r}>" for r in recipients]
+        extra = rcpt_params or {}
+        rcpts = [f"RCPT TO:<{r}>{' ' + extra[r] if extra.get(r) else ''}" for r in recipients]
         result = Transaction()
         if "PIPELINING" in self.extensions:
             lines = (["RSET"] if reset_first else []) + [mail, *rcpts, "DATA"]

@@ -49,8 +49,15 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from geomail.envelope import Envelope
+from geomail.envelope import Envelope, RecipientDSN
 from geomail.proto import reply as R
+from geomail.proto.dsn_params import (
+    DSNParamError,
+    parse_envid,
+    parse_notify,
+    parse_orcpt,
+    parse_ret,
+)
 from geomail.proto.lines import LineBuffer, LineFault
 from geomail.proto.reply import Close, Delay, Reply, StartTLS
 from geomail.proto.sasl import (
@@ -173,7 +180,7 @@ class SMTPSession(MessageContent):
             self._respond(self._message_answered(result), out)
         elif isinstance(request, CheckRecipient):
             assert result is None or isinstance(result, Reply)
-            self._emit(self._recipient_answered(request.address, result), out)
+            self._emit(self._recipient_answered(request.address, result, request.dsn), out)
         elif isinstance(request, CheckSender):
             assert result is None or isinstance(result, Reply)
             self._emit(self._sender_answered(request.envelope, result), out)
@@ -358,7 +365,8 @@ class SMTPSession(MessageContent):
         return settings.auth_offered and bool(self.info.tls or not settings.tls_required_for_auth)
 
     def cmd_MAIL(self, arg: str) -> Reply | None:
-        """RFC 5321 4.1.1.2, with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)."""
+        """RFC 5321 4.1.1.2, with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531),
+        RET and ENVID (RFC 3461 4.3, 4.4)."""
         if self.state is State.INITIAL:
             return R.R503_HELO_FIRST
         if self.state is not State.READY:
@@ -404,12 +412,20 @@ class SMTPSession(MessageContent):
             envelope.smtputf8 = True
         elif key == "AUTH" and self._auth_allowed():
             pass  # RFC 4954 5: accepted; we do not relay the identity further
+        elif key in ("RET", "ENVID"):
+            try:
+                if key == "RET":
+                    envelope.ret = parse_ret(value)
+                else:
+                    envelope.envid = parse_envid(value)
+            except DSNParamError as exc:
+                return R.R501_SYNTAX.with_text(str(exc))
         else:
             return R.R555_UNKNOWN_PARAMETER
         return None
 
     def cmd_RCPT(self, arg: str) -> Reply | None:
-        """RFC 5321 4.1.1.3."""
+        """RFC 5321 4.1.1.3, with NOTIFY and ORCPT (RFC 3461 4.1, 4.2)."""
         if self.state not in (State.MAIL, State.RCPT):
             return R.R503_NEED_MAIL if self.state is not State.INITIAL else R.R503_HELO_FIRST
         if self._in_bdat():
@@ -421,19 +437,37 @@ class SMTPSession(MessageContent):
                 path = None  # RFC 5321 4.5.1: "postmaster" without a domain must work
             else:
                 return _argument_reply(exc)
-        if path is not None and path.params:
-            return R.R555_UNKNOWN_PARAMETER
+        dsn = self._recipient_dsn(path.params) if path is not None else None
+        if isinstance(dsn, Reply):
+            return dsn
         address = path.address if path is not None else "postmaster"
         if not address.isascii() and not self.envelope.smtputf8:
             return R.R553_NEEDS_SMTPUTF8
         if len(self.envelope.recipients) >= self.settings.max_recipients:
             return R.R452_TOO_MANY_RECIPIENTS  # RFC 5321 4.5.3.1.10
-        self._ask(CheckRecipient(self.envelope, address))
+        self._ask(CheckRecipient(self.envelope, address, dsn))
         return None
 
-    def _recipient_answered(self, address: str, refusal: Reply | None) -> Reply:
+    def _recipient_dsn(self, params: dict[str, str | None]) -> RecipientDSN | Reply | None:
+        """NOTIFY and ORCPT (RFC 3461 4.1, 4.2), the only RCPT parameters we know."""
+        if not params:
+            return None
+        if not self.info.esmtp or set(params) - {"NOTIFY", "ORCPT"}:
+            return R.R555_UNKNOWN_PARAMETER  # RFC 1869 4.4: no parameters after HELO
+        try:
+            notify = parse_notify(params["NOTIFY"]) if "NOTIFY" in params else None
+            orcpt = (parse_orcpt(params["ORCPT"], self.envelope.smtputf8)
+                     if "ORCPT" in params else None)
+        except DSNParamError as exc:
+            return R.R501_SYNTAX.with_text(str(exc))
+        return RecipientDSN(notify, orcpt)
+
+    def _recipient_answered(self, address: str, refusal: Reply | None,
+                            dsn: RecipientDSN | None = None) -> Reply:
         if refusal is not None:
             return refusal
+        if dsn is not None:
+            self.envelope.dsn.setdefault(address, dsn)
         self.envelope.recipients.append(address)
         self.state = State.RCPT
         return R.R250_RECIPIENT_OK
@@ -540,7 +574,7 @@ class SMTPSession(MessageContent):
 def _ehlo_reply(settings: SMTPSettings, starttls: bool, auth: bool) -> Reply:
     """The EHLO reply (RFC 5321 4.1.1.1): the same few variants over and over, so cached."""
     lines = [settings.hostname, "PIPELINING", f"SIZE {settings.max_message_size}", "8BITMIME",
-             "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES"]
+             "SMTPUTF8", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES"]
     if starttls:
         lines.append("STARTTLS")
     if auth:
@@ -557,7 +591,9 @@ _SASL_REFUSALS = {
 
 def _argument_reply(exc: ArgumentError) -> Reply:
     return {"syntax": R.R501_SYNTAX, "address": R.R553_BAD_ADDRESS,
-            "param": R.R555_UNKNOWN_PARAMETER}.get(exc.kind, R.R501_SYNTAX)
+            "param": R.R555_UNKNOWN_PARAMETER,
+            "duplicate": R.R501_SYNTAX.with_text("Duplicate parameter")}.get(exc.kind,
+                                                                             R.R501_SYNTAX)
 
 
 # Dispatch by verb: an explicit table, never getattr on client input.

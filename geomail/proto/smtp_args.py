@@ -31,7 +31,7 @@ class ArgumentError(ValueError):
 
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
-        self.kind = kind  # "syntax" (501), "address" (553), "utf8" (553 5.6.7), "param" (555)
+        self.kind = kind  # "syntax", "duplicate" (501), "address" (553), "utf8", "param" (555)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,5 +96,8 @@ def parse_params(text: str) -> dict[str, str | None]:
         match = _PARAM.match(item)
         if not match:
             raise ArgumentError("syntax")
-        params[match.group("key").upper()] = match.group("value")
+        key = match.group("key").upper()
+        if key in params:
+            raise ArgumentError("duplicate")  # RFC 3461 4: each parameter at most once
+        params[key] = match.group("value")
     return params

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from geomail.envelope import Envelope
+from geomail.envelope import Envelope, RecipientDSN
 from geomail.proto.reply import Reply
 from geomail.proto.sasl import Credentials
 
@@ -27,6 +27,7 @@ class CheckRecipient:
 
     envelope: Envelope
     address: str
+    dsn: RecipientDSN | None = None  # NOTIFY/ORCPT given (RFC 3461 4.1, 4.2)
 
 
 @dataclass(frozen=True, slots=True)

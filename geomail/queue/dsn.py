@@ -1,4 +1,5 @@
-"""Delivery status notifications: RFC 3464 multipart/report messages built with ``email``."""
+"""Delivery status notifications: RFC 3464 multipart/report messages built with ``email``;
+failures, delays and (RFC 3461 6.2) successes, with ENVID, ORCPT and RET honoured."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from geomail.proto.client import printable
 from geomail.units import KiB
 
 MAX_HEADER_BYTES = 64 * KiB  # of the original message, returned in text/rfc822-headers
+MAX_RETURNED_BYTES = 64 * KiB  # RET=FULL: a larger message comes back as headers only
+SUCCESS_ACTIONS = ("delivered", "relayed")  # RFC 3464 2.3.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,7 @@ class DSNRecipient:
     """One recipient's entry in a report (RFC 3464 2.3)."""
 
     final_recipient: str
-    action: str  # "failed" or "delayed"
+    action: str  # "failed", "delayed", or for success DSNs "delivered" or "relayed"
     status: str  # RFC 3463 "5.1.1"
     original_recipient: str | None = None
     remote_mta: str | None = None  # host name of the server that answered
@@ -33,6 +36,7 @@ class DSNRecipient:
     diagnostic_is_smtp: bool = True  # the diagnostic is an SMTP reply (else our own text)
     last_attempt: float | None = None
     will_retry_until: float | None = None
+    orcpt: str | None = None  # RCPT ORCPT= decoded, "rfc822;addr" (RFC 3461 4.2); wins
 
 
 def original_headers(head: bytes) -> bytes:
@@ -60,34 +64,45 @@ def _mta_name(remote_mta: str) -> str:
 
 def build_dsn(*, reporting_mta: str, sender: str, recipients: Sequence[DSNRecipient],
               headers: bytes, queue_id: str, arrival: float, now: float,
-              postmaster: str | None = None) -> bytes:
+              postmaster: str | None = None, envid: str | None = None,
+              message: bytes | None = None) -> bytes:
     """The DSN for ``recipients`` of queue item ``queue_id``, addressed to the original envelope
     ``sender``; LF line endings, ready to queue with the null sender ``<>``.
 
-    All recipients share one action (a report is either a bounce or a delay warning).
+    All recipients share one kind: failed, delayed, or success (delivered/relayed). ``envid``
+    becomes ``Original-Envelope-Id`` (RFC 3464 2.2.1); ``message`` (RET=FULL, RFC 3461 4.3)
+    is returned whole as message/rfc822, else ``headers`` as text/rfc822-headers.
     """
     delayed = all(r.action == "delayed" for r in recipients)
+    success = all(r.action in SUCCESS_ACTIONS for r in recipients)
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
     report["To"] = sender
     report["Subject"] = ("Delayed Mail (still being retried)" if delayed
+                         else "Successful Mail Delivery Report" if success
                          else "Undelivered Mail Returned to Sender")
     report["Date"] = formatdate(now)
     report["Message-ID"] = make_msgid(domain=reporting_mta)
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834: do not answer this automatically
     report.preamble = "This is a MIME-encapsulated message."
 
-    report.attach(_text(_human(reporting_mta, recipients, delayed, postmaster)))
+    report.attach(_text(_human(reporting_mta, recipients, delayed, postmaster, success,
+                               message is not None)))
 
     status = MIMEBase("message", "delivery-status")
     per_message = Message()
+    if envid is not None:
+        per_message["Original-Envelope-Id"] = printable(envid)
     per_message["Reporting-MTA"] = f"dns; {reporting_mta}"
     per_message["X-Geomail-Queue-ID"] = queue_id
     per_message["Arrival-Date"] = formatdate(arrival)
     blocks = [per_message]
     for rcpt in recipients:
         block = Message()
-        if rcpt.original_recipient:
+        if rcpt.orcpt:
+            kind, _, address = rcpt.orcpt.partition(";")
+            block["Original-Recipient"] = f"{kind}; {address}"
+        elif rcpt.original_recipient:
             block["Original-Recipient"] = _type_of(rcpt.original_recipient)
         block["Final-Recipient"] = _type_of(rcpt.final_recipient)
         block["Action"] = rcpt.action
@@ -105,9 +120,16 @@ def build_dsn(*, reporting_mta: str, sender: str, recipients: Sequence[DSNRecipi
     status.set_payload(blocks)  # type: ignore[arg-type]  # typeshed: list is invariant
     report.attach(status)
 
-    text = headers.decode("utf-8", "replace")
-    original = MIMEText(text, "rfc822-headers", "us-ascii" if text.isascii() else "utf-8")
-    report.attach(original)
+    if message is not None:
+        whole = MIMEBase("message", "rfc822")
+        # kept byte for byte: the generator writes a str payload of a message/* part as is
+        whole.set_payload(message.decode("ascii", "surrogateescape"))
+        whole["Content-Transfer-Encoding"] = "7bit" if message.isascii() else "8bit"
+        report.attach(whole)
+    else:
+        text = headers.decode("utf-8", "replace")
+        original = MIMEText(text, "rfc822-headers", "us-ascii" if text.isascii() else "utf-8")
+        report.attach(original)
 
     out = io.BytesIO()
     BytesGenerator(out, mangle_from_=False, policy=policy.compat32.clone(linesep="\n")).flatten(
@@ -122,20 +144,25 @@ def _text(body: str) -> MIMEText:
 
 
 def _human(reporting_mta: str, recipients: Sequence[DSNRecipient], delayed: bool,
-           postmaster: str | None) -> str:
+           postmaster: str | None, success: bool = False, full: bool = False) -> str:
     lines = [f"This is the mail system at host {reporting_mta}.", ""]
-    if delayed:
+    if success:
+        lines += ["Your message was successfully delivered to the destinations below.",
+                  "If a destination says \"relayed\", it was passed on to a system that",
+                  "does not report delivery; you may get no further notice.", ""]
+    elif delayed:
         lines += ["Your message could not be delivered yet to the recipients below.",
                   "It is still in the queue and will be tried again; you do not need to",
                   "send it again.", ""]
     else:
         lines += ["I'm sorry to have to inform you that your message could not be",
-                  "delivered to one or more recipients. It is attached below (headers only).",
+                  "delivered to one or more recipients. It is attached below"
+                  + ("." if full else " (headers only)."),
                   ""]
     if postmaster:
         lines += [f"For further assistance, please contact <{postmaster}>.", ""]
     for rcpt in recipients:
-        why = printable(rcpt.diagnostic or rcpt.status)
+        why = rcpt.action if success else printable(rcpt.diagnostic or rcpt.status)
         where = f" (from {_mta_name(rcpt.remote_mta)})" if rcpt.remote_mta else ""
         lines.append(f"<{rcpt.final_recipient}>: {why}{where}")
         if rcpt.will_retry_until is not None:

@@ -20,7 +20,7 @@ from geomail.proto.smtp_args import (
 from tests.fuzz.mutations import mutated
 from tests.support.corpus import smtp_conversations
 
-KINDS = {"syntax", "address", "param", "utf8"}
+KINDS = {"syntax", "duplicate", "address", "param", "utf8"}
 PARAM_KEY = re.compile(r"[A-Z0-9][A-Z0-9-]*")
 PARAM_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
 ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")

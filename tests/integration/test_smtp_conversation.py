@@ -45,14 +45,15 @@ def test_helo(smtp):
 
 def test_ehlo_lists_extensions(smtp, app):
     """RFC 5321 4.1.1.1 / 2.2.2: EHLO lists PIPELINING (RFC 2920), SIZE with the limit
-    (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), CHUNKING (RFC 3030) and
-    ENHANCEDSTATUSCODES (RFC 2034); no STARTTLS without a certificate and never AUTH on 25."""
+    (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), CHUNKING (RFC 3030), DSN (RFC 3461
+    4) and ENHANCEDSTATUSCODES (RFC 2034); no STARTTLS without a certificate and never AUTH on
+    25."""
     smtp.cmd("EHLO", "501 5.5.4")
     reply = smtp.cmd("EHLO client.example", "250 ")
     assert reply.lines[0] == "250-mx.test.com"
     keywords = {line[4:] for line in reply.lines[1:]}
     assert keywords == {"PIPELINING", f"SIZE {app.config.limits.max_message_size}", "8BITMIME",
-                        "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES"}
+                        "SMTPUTF8", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES"}
 
 
 def test_ehlo_in_a_transaction_resets_it(smtp):
@@ -212,7 +213,7 @@ def test_rcpt_syntax_and_parameters(smtp):
     smtp.cmd("MAIL FROM:<a@remote.example>", "250 2.1.0")
     smtp.cmd("RCPT FROM:<test1@test.com>", "501 5.5.4")
     smtp.cmd("RCPT TO:<not an address>", "553 5.1.3")
-    smtp.cmd("RCPT TO:<test1@test.com> NOTIFY=NEVER", "555 5.5.4")
+    smtp.cmd("RCPT TO:<test1@test.com> X-NOTIFY=NEVER", "555 5.5.4")
     smtp.cmd("RCPT TO:<jöran@test.com>", "553 5.6.7")
 
 

@@ -69,7 +69,7 @@ def converse(data: bytes, setup: bytes = b"", handler: Callable[[], FakeHandler]
 
 
 def ehlo_reply(*extra: str, size: int = SIZE) -> Reply:
-    lines = (HOST, "PIPELINING", f"SIZE {size}", "8BITMIME", "SMTPUTF8", "CHUNKING",
+    lines = (HOST, "PIPELINING", f"SIZE {size}", "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN",
              "ENHANCEDSTATUSCODES", *extra)
     return Reply(250, None, lines)
 
@@ -409,13 +409,13 @@ def test_helo_needs_a_domain(verb):
 
 def test_ehlo_extensions():
     """EHLO lists PIPELINING (RFC 2920), SIZE n (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8
-    (RFC 6531), CHUNKING (RFC 3030) and ENHANCEDSTATUSCODES (RFC 2034); multi-line per RFC
-    5321 4.2.1."""
+    (RFC 6531), CHUNKING (RFC 3030), DSN (RFC 3461 4) and ENHANCEDSTATUSCODES (RFC 2034);
+    multi-line per RFC 5321 4.2.1."""
     run = converse(EHLO, max_message_size=1000)
     assert run.outputs == [ehlo_reply(size=1000)]
     assert run.outputs[0].wire == (
         b"250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
-        b"250-SMTPUTF8\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n")
+        b"250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n250 ENHANCEDSTATUSCODES\r\n")
     assert run.session.info.esmtp is True
 
 
@@ -478,7 +478,7 @@ def test_rset():
     (b" BODY", R.R501_SYNTAX.with_text("BODY must be 7BIT or 8BITMIME"), {}),
     (b" SMTPUTF8", R.R250_SENDER_OK, {"smtputf8": True}),
     (b" SMTPUTF8=YES", R.R555_UNKNOWN_PARAMETER, {}),
-    (b" RET=HDRS", R.R555_UNKNOWN_PARAMETER, {}),
+    (b" RET=HDRS", R.R250_SENDER_OK, {"ret": "HDRS"}),
     (b" X-FOO", R.R555_UNKNOWN_PARAMETER, {}),
     (b" AUTH=<>", R.R555_UNKNOWN_PARAMETER, {}),  # not on port 25
     (b" SIZE=10 BODY=8BITMIME SMTPUTF8", R.R250_SENDER_OK,
@@ -590,7 +590,7 @@ def test_rcpt_postmaster_without_domain(path):
     (b"RCPT TO:<postmaster@>", R.R553_BAD_ADDRESS),
     (b"RCPT TO:<bad address>", R.R553_BAD_ADDRESS),
     (b"RCPT FROM:<alice@example.com>", R.R501_SYNTAX),
-    (b"RCPT TO:<alice@example.com> NOTIFY=NEVER", R.R555_UNKNOWN_PARAMETER),
+    (b"RCPT TO:<alice@example.com> X-NOTIFY=NEVER", R.R555_UNKNOWN_PARAMETER),
     (b"RCPT TO:<alice@example.com> SMTPUTF8", R.R555_UNKNOWN_PARAMETER),
     ("RCPT TO:<zoë@example.com>".encode(), R.R553_NEEDS_SMTPUTF8),
 ])
@@ -1269,7 +1269,8 @@ def test_full_submission_conversation():
     run = converse(data, listener="submission", allow_plaintext_auth=True)
     assert b"".join(o.wire for o in run.replies) == (
         b"250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n"
-        b"250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n"
+        b"250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n"
+            b"250 AUTH PLAIN LOGIN\r\n"
         b"235 2.7.0 Authentication successful\r\n250 2.1.0 Sender OK\r\n"
         b"250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
         b"250 2.0.0 Queued as 1234\r\n221 2.0.0 Bye\r\n")
