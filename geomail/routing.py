@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from geomail.address import domain_part, local_and_domain, normalize_address, normalize_domain
+from geomail.srs import SRS, SRSError, is_srs
 
 MAX_ALIAS_DEPTH = 10
 
@@ -23,11 +24,15 @@ class Router:
 
     Local parts and domains compare case-insensitively. For a local address the order is:
     the exact user or alias, then without its ``+suffix``, then the domain's catch-all
-    (``@example.com``), then ``postmaster`` (RFC 5321 4.5.1), which always exists.
+    (``@example.com``), then ``postmaster`` (RFC 5321 4.5.1), which always exists. With
+    ``srs``, a valid SRS0/SRS1 address in a local domain stands for the address it reverses to
+    (a bounce of forwarded mail going home); a forged or expired one exists for nobody.
     """
 
     def __init__(self, domains: Iterable[str], users: Iterable[str],
-                 aliases: Mapping[str, tuple[str, ...]], suffix_separator: str = "+") -> None:
+                 aliases: Mapping[str, tuple[str, ...]], suffix_separator: str = "+",
+                 srs: SRS | None = None) -> None:
+        self.srs = srs
         self.domains = tuple(domains)
         self._domain_set = frozenset(self.domains)
         self._users = frozenset(users)
@@ -57,6 +62,8 @@ class Router:
         domain = domain_part(canonical)
         if domain not in self._domain_set:
             return Resolution(remote=(address,))
+        if self.srs is not None and is_srs(address):
+            return self._reverse(address)
         mailboxes: dict[str, None] = {}
         remote: dict[str, None] = {}
         if not self._expand(canonical, mailboxes, remote, 0, set()):
@@ -64,6 +71,24 @@ class Router:
         if not mailboxes and not remote:  # an alias chain too deep: refuse, never drop mail
             return None
         return Resolution(tuple(mailboxes), tuple(remote))
+
+    def _reverse(self, address: str) -> Resolution | None:
+        """Where a bounce to our SRS ``address`` goes (each reversal makes it shorter)."""
+        assert self.srs is not None
+        try:
+            return self.resolve(self.srs.reverse(address))
+        except SRSError:
+            return None
+
+    def srs_refusal(self, address: str) -> str | None:
+        """Why ``address`` (SRS-looking, in a local domain) is refused; None if it is valid."""
+        if self.srs is None or not is_srs(address):
+            return None
+        try:
+            self.srs.reverse(address)
+        except SRSError as exc:
+            return f"{type(exc).__name__.lower()}: {exc}"
+        return None
 
     def _expand(self, address: str, mailboxes: dict[str, None], remote: dict[str, None],
                 depth: int, seen: set[str]) -> bool:
