@@ -12,6 +12,8 @@ import dns.reversename
 
 from geomail.config import Config
 from geomail.dkim import DKIMError, dns_txt_record
+from geomail.web import mta_sts
+from geomail.web.clients import client_services
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ def records(config: Config, addresses: list[str] | None = None) -> list[Record]:
                               value, "DKIM public key (RFC 6376 3.6.2)"))
         out.append(_dmarc_record(domain, signed=bool(config.dkim and
                                                      domain in config.dkim.keys)))
+        out.extend(web_records(config, domain))
     for address in addresses or ["<the VPS's IPv4 address>"]:
         ptr = dns.reversename.from_address(address).to_text() if addresses else \
             "<reverse name of the VPS address>"
@@ -78,6 +81,39 @@ def _dmarc_record(domain: str, signed: bool) -> Record:
            "DMARC: forged mail goes to spam; after 'geomail dkim keygen', publish p=reject")
     return Record(_fqdn(f"_dmarc.{domain}"), "TXT",
                   f"v=DMARC1; p={policy}; rua=mailto:postmaster@{domain}", why)
+
+
+def web_records(config: Config, domain: str) -> list[Record]:
+    """MTA-STS (RFC 8461 3.1) and autoconfiguration names when a ``webs`` listener serves
+    them, TLS-RPT (RFC 8460 3), and the RFC 6186 SRV records of the mail services."""
+    host = _fqdn(config.hostname)
+    out: list[Record] = []
+    if config.listeners_of("webs"):
+        out.append(Record(_fqdn(f"_mta-sts.{domain}"), "TXT", mta_sts.txt_record(config),
+                          f"MTA-STS (RFC 8461 3.1): mode {config.web.mta_sts_mode}; the id "
+                          "changes whenever the policy does"))
+        for prefix, why in (("mta-sts", "serves the MTA-STS policy over HTTPS (RFC 8461 3.3)"),
+                            ("autoconfig", "Thunderbird's autoconfiguration (docs/web.md)"),
+                            ("autodiscover", "Outlook's Autodiscover (docs/web.md)")):
+            out.append(Record(_fqdn(f"{prefix}.{domain}"), "CNAME", host,
+                              f"{why}; or A/AAAA records of the server; the certificate "
+                              "must name it"))
+    rua = config.web.tls_report_address or f"postmaster@{domain}"
+    out.append(Record(_fqdn(f"_smtp._tls.{domain}"), "TXT", f"v=TLSRPTv1; rua=mailto:{rua}",
+                      "TLS-RPT: where senders report TLS failures to us (RFC 8460 3)"))
+    # RFC 6186 3.1 / RFC 8314 5.1: implicit TLS gets the lower (preferred) priority.
+    for service, kind, priority in (("_submissions", "submissions", 0),
+                                    ("_submission", "submission", 10),
+                                    ("_pop3s", "pop3s", 0), ("_pop3", "pop3", 10)):
+        found = client_services(config, (kind,))
+        name = _fqdn(f"{service}._tcp.{domain}")
+        if found:
+            out.append(Record(name, "SRV", f"{priority} 1 {found[0].port} {host}",
+                              f"client discovery of {kind} (RFC 6186 3.1, RFC 8314 5.1)"))
+        else:
+            out.append(Record(name, "SRV", "0 0 0 .",
+                              f"{kind} is not offered here (RFC 6186 3.4)"))
+    return out
 
 
 def format_zone(items: list[Record]) -> str:
@@ -139,12 +175,19 @@ def _verdict(record: Record, found: list[str]) -> str:
             return "missing"
         if prefix == "v=DMARC1" and any("p=none" in f.replace(" ", "") for f in mine):
             return "weak"  # published, but asks receivers to do nothing with forgeries
+        if prefix == "v=STSv1":  # a stale id makes senders keep an old policy
+            return "ok" if any(record.value.split("id=")[1] in f for f in mine) else "wrong"
         if prefix == "v=DKIM1":
             key = record.value.rsplit("p=", 1)[-1]
             return "ok" if any(f.replace(" ", "").endswith("p=" + key) for f in mine) else "wrong"
         return "ok"
     if record.type in ("A", "AAAA"):
         return "ok" if record.value in found else "wrong"
+    if record.type == "SRV" and record.value.endswith(" ."):
+        # RFC 2782: target "." means "not available", whatever the numbers (RFC 6186 3.4)
+        return "ok" if any(f.endswith(" .") for f in found) else "wrong"
+    if record.type in ("CNAME", "SRV"):
+        return "ok" if record.value.lower() in (f.lower() for f in found) else "wrong"
     if record.type == "PTR":
         return "ok" if record.value.lower() in (f.lower() for f in found) else "wrong"
     return "ok"

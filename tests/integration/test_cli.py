@@ -136,7 +136,8 @@ def test_dns_suggests_a_dmarc_policy_that_protects(tmp_path: Path):
 
 def test_dns_check_against_a_real_dns_server(tmp_path: Path):
     """``geomail dns --check`` looks every record up: all present -> exit 0; a missing DMARC
-    record and a wrong MX -> exit 1 naming them (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489)."""
+    record and a wrong MX -> exit 1 naming them (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489; SRV
+    "not available" RFC 6186 3.4)."""
     from geomail.dkim import dns_txt_record, keygen
 
     key = tmp_path / "k.key"
@@ -146,7 +147,10 @@ def test_dns_check_against_a_real_dns_server(tmp_path: Path):
     server = (Dnsmasq().mx("example.test", "mail.example.test").host("mail.example.test",
               "192.0.2.10").ptr("192.0.2.10", "mail.example.test")
               .txt("example.test", "v=spf1 mx -all").txt("s1._domainkey.example.test", dkim_value)
-              .txt("_dmarc.example.test", "v=DMARC1; p=reject"))
+              .txt("_dmarc.example.test", "v=DMARC1; p=reject")
+              .txt("_smtp._tls.example.test", "v=TLSRPTv1; rua=mailto:postmaster@example.test")
+              .srv("_submissions._tcp.example.test").srv("_submission._tcp.example.test")
+              .srv("_pop3s._tcp.example.test").srv("_pop3._tcp.example.test"))
     with server:
         text = raw_path.read_text() + f"relay: {{nameservers: ['{server.nameserver}']}}\n"
         raw_path.write_text(text)

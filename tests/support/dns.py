@@ -78,6 +78,13 @@ class Dnsmasq:
         self.args.append(f"--ptr-record={reverse},{name}")
         return self
 
+    def srv(self, name: str, target: str = "", port: int = 0, priority: int = 0,
+            weight: int = 0) -> Dnsmasq:
+        """An SRV record; without ``target``, "0 0 0 ." (service not available, RFC 6186 3.4)."""
+        value = f"{name},{target},{port},{priority},{weight}" if target else name
+        self.args.append(f"--srv-host={value}")
+        return self
+
     def cname(self, alias: str, target: str) -> Dnsmasq:
         self.args.append(f"--cname={alias},{target}")
         return self
