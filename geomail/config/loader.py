@@ -45,7 +45,10 @@ def check_files(config: Config) -> list[str]:
     """Problems with the files the config names (certificate, key, DKIM keys)."""
     problems = []
     wanted: list[tuple[str, str]] = []
-    if config.tls:
+    if config.tls and config.tls.acme:  # the certificate is ACME's to make
+        if config.tls.acme.ca_file:
+            wanted.append(("tls.acme.ca_file", config.tls.acme.ca_file))
+    elif config.tls:
         wanted += [("tls.cert", config.tls.cert), ("tls.key", config.tls.key)]
     if config.dkim:
         wanted += [(f"dkim.keys.{d}", p) for d, p in config.dkim.keys.items()]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
+import tempfile
 
 import gevent
 
+from geomail.certs.store import pair_loads, self_signed
 from geomail.config import TLSConfig
 from geomail.errors import ConfigError, GeomailError
 from geomail.log import event
@@ -93,6 +96,18 @@ def load_server_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
+def placeholder_context() -> ssl.SSLContext:
+    """A context with a fresh self-signed certificate, for ACME's first start: the implicit-TLS
+    listeners need one before the CA has answered (blocking, a few ms)."""
+    cert_pem, key_pem = self_signed(["geomail-placeholder.invalid"])
+    with tempfile.TemporaryDirectory(prefix="geomail-placeholder-") as directory:
+        cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        for path, data in ((cert, cert_pem), (key, key_pem)):
+            with open(path, "wb") as handle:
+                handle.write(data)
+        return load_server_context(TLSConfig(cert, key))
+
+
 class TLSContextHolder:
     """The current server context; ``reload`` swaps in a new one only if it loads.
 
@@ -101,20 +116,54 @@ class TLSContextHolder:
 
     def __init__(self, tls: TLSConfig) -> None:
         self.tls = tls
-        self.context = load_server_context(tls)  # raises ConfigError at start-up
+        # ACME (tls.acme): the web lineage, chosen by SNI on the webs listener.
+        self.web_context: ssl.SSLContext | None = None
+        self.web_names: frozenset[str] = frozenset()
+        self.placeholder = tls.acme is not None and not pair_loads(tls.cert, tls.key)
+        if self.placeholder:
+            self.context = self._install(placeholder_context())
+            event(log, logging.WARNING, "acme-placeholder", cert=tls.cert,
+                  serving="self-signed", until="the CA's certificate arrives")
+        else:
+            self.context = self._install(load_server_context(tls))  # ConfigError at start-up
+
+    def _install(self, context: ssl.SSLContext) -> ssl.SSLContext:
+        context.sni_callback = self._choose
+        return context
+
+    def _choose(self, sslsock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                _context: ssl.SSLContext) -> None:
+        """SNI (RFC 6066 3): the web lineage for its names, the mail certificate otherwise."""
+        web = self.web_context
+        if web is not None and server_name and server_name.lower() in self.web_names:
+            sslsock.context = web
+
+    def load_web(self, cert: str, key: str, names: list[str]) -> bool:
+        """Serve ``cert``/``key`` for ``names`` (SNI); on failure keep the old one."""
+        try:
+            context = load_server_context(TLSConfig(cert, key))
+        except ConfigError as exc:
+            event(log, logging.ERROR, "tls-reload-failed", problem=str(exc),
+                  keeping="old-certificate")
+            return False
+        self.web_context, self.web_names = context, frozenset(n.lower() for n in names)
+        event(log, logging.INFO, "tls-reloaded", cert=cert)
+        return True
 
     def reload(self, tls: TLSConfig | None = None) -> bool:
         """Rebuild from the files (or from ``tls``, if the config changed); on failure keep the
         old context, log why and return False, so a bad renewal does not take the server down.
         """
         tls = tls or self.tls
+        if tls.acme is not None and self.placeholder and not pair_loads(tls.cert, tls.key):
+            return False  # still waiting for the CA; the manager logs why
         try:
             context = load_server_context(tls)
         except ConfigError as exc:
             event(log, logging.ERROR, "tls-reload-failed", problem=str(exc),
                   keeping="old-certificate")
             return False
-        self.tls, self.context = tls, context
+        self.tls, self.context, self.placeholder = tls, self._install(context), False
         event(log, logging.INFO, "tls-reloaded", cert=tls.cert)
         return True
 

@@ -1,0 +1,1 @@
+"""Certificates obtained and renewed with ACME (RFC 8555): store, client and manager."""
