@@ -14,6 +14,8 @@ from gevent.pool import Pool
 
 from geomail import preload, system
 from geomail.address import domain_part
+from geomail.certs.manager import CertificateManager
+from geomail.certs.store import WEB_LINEAGE, lineage_names
 from geomail.checks.dnslists import DNSListChecker
 from geomail.checks.greylist import Greylist
 from geomail.checks.rspamd import RspamdClient
@@ -23,7 +25,9 @@ from geomail.config import Config, ListenerConfig, load_config
 from geomail.courier.local import LocalCourier
 from geomail.courier.mx import MXResolver
 from geomail.courier.smtp import SMTPCourier
-from geomail.dkim import DKIMSigner
+from geomail.courier.tls_policy import build_tls_policy
+from geomail.courier.tlsrpt import TLSReportSender
+from geomail.dkim import DKIMError, DKIMSigner
 from geomail.dnsresolver import make_resolver
 from geomail.errors import ConfigError
 from geomail.log import event
@@ -40,15 +44,20 @@ from geomail.queue.control import ControlServer, socket_path
 from geomail.queue.item import QueueItem, Recipient
 from geomail.queue.queue import Queue
 from geomail.routing import Router
-from geomail.safeio import Workers, run_blocking
+from geomail.safeio import Workers, run_blocking, write_atomic
 from geomail.server.http import HealthServer
 from geomail.server.listener import ConnectionBudget, ConnectionTracker, Listener
 from geomail.server.pop3_conn import POP3Service
 from geomail.server.smtp_conn import SMTPService
 from geomail.server.tls import TLSContextHolder
+from geomail.server.web import WebServer
+from geomail.spool import BytesBody
 from geomail.spool import sweep as sweep_spool
+from geomail.srs import SRS, load_keys
 from geomail.store.factory import open_store
 from geomail.userdb import UserDB
+from geomail.web.challenges import ChallengeStore
+from geomail.web.site import PublicSite
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +108,7 @@ class App:
         self.store = open_store(config.store, config.hostname, reader=self.workers.read)
         self.authenticator = Authenticator(UserDB(config.users), limits,
                                            hashing=self.workers.hash, metrics=self.metrics)
+        self._srs_keys: list[bytes] | None = None  # data_dir/srs.key, read by start()
         self.services = Services(router=_router(config), store=self.store,
                                  authenticator=self.authenticator,
                                  dkim=DKIMSigner(config.dkim) if config.dkim else None)
@@ -116,13 +126,22 @@ class App:
             RspamdClient(spam.rspamd) if spam.rspamd else None, pool=self.verify_pool)
         own = [(lst.host, lst.port) for lst in config.listeners_of("smtp")]
         resolver = None if config.relay.smarthost else MXResolver.from_config(config.relay, own)
-        self.courier = SMTPCourier(config.relay, config.hostname, resolver)
+        # MTA-STS, DANE and TLS reports for MX hosts (docs/outbound-tls.md)
+        self.tls_policy = None if config.relay.smarthost else build_tls_policy(
+            config.relay, config.hostname, config.data_dir, checks_dns, self.metrics,
+            f"postmaster@{(config.domains or (config.hostname,))[0]}")
+        self.courier = SMTPCourier(config.relay, config.hostname, resolver,
+                                   tls_policy=self.tls_policy)
         self.queue = Queue(config.queue_dir, config.relay, config.hostname,
                            local=LocalCourier(self.store), remote=self.courier,
                            is_local=self._is_local, expand=self._bounce_mailboxes,
                            postmaster=self._postmaster(), on_event=self._queue_event,
                            max_received=config.limits.max_received_headers)
         self.services.queue = self.queue
+        self.tls_reports = None if self.tls_policy is None or self.tls_policy.reports is None \
+            else TLSReportSender(self.tls_policy.reports, checks_dns, self._queue_report,
+                                 f"postmaster@{(config.domains or (config.hostname,))[0]}",
+                                 config.hostname, tls=self.tls_policy.verified)
         self.control = ControlServer(self.queue, socket_path(config.data_dir))
         self.policy = SMTPPolicy(config, self.services, os.path.join(config.data_dir, "spool"),
                                  self.maillog)
@@ -131,6 +150,15 @@ class App:
                           if lst.kind in SMTP_KINDS + POP3_KINDS]
         self.http = [HealthServer(lst, self.problems, self.metrics.render, self.maillog)
                      for lst in config.listeners if lst.kind == "http"]
+        self.challenges = ChallengeStore()  # ACME http-01 answers, served by the web site
+        self.web = [WebServer(lst, PublicSite(config, self.challenges), config.web, self.tls,
+                              limits.tls_handshake_timeout, self.maillog)
+                    for lst in config.listeners_of("web", "webs")]
+        acme = config.tls.acme if config.tls else None
+        self.certificates = None if acme is None else CertificateManager(
+            acme, config.data_dir,
+            lineage_names(config.hostname, config.domains, bool(config.listeners_of("webs"))),
+            self.challenges, self._certificate_changed, self.metrics)
         self.metrics.add_gauges(self._gauges)
         self._stopped = Event()
 
@@ -174,7 +202,7 @@ class App:
     def bind(self) -> None:
         """Open every listening socket (as root, for ports below 1024; fails early when a port
         is in use)."""
-        for listener in [*self.listeners, *self.http]:
+        for listener in [*self.listeners, *self.http, *self.web]:
             try:
                 listener.bind()
             except OSError as exc:
@@ -187,15 +215,25 @@ class App:
         spool = os.path.join(self.config.data_dir, "spool")
         os.makedirs(spool, mode=0o700, exist_ok=True)
         self.queue.load()  # takes the data directory's lock: no other server uses the spool
+        if self.config.srs.enabled:  # after the privilege drop: the key file is the user's
+            try:
+                self._srs_keys = run_blocking(load_keys, self.config.data_dir, write_atomic)
+            except ValueError as exc:
+                raise ConfigError([str(exc)]) from exc
+            self.services.router = _router(self.config, self._srs_keys)
         swept = run_blocking(sweep_spool, spool)
         if swept:
             event(log, logging.WARNING, "spool-swept", dir=spool, files=swept,
                   reason="interrupted-transactions")
         self.control.start()
+        if self.tls_reports is not None:
+            self.tls_reports.start()
         if self.services.greylist is not None:
             self.services.greylist.open()
-        for listener in [*self.listeners, *self.http]:
+        for listener in [*self.listeners, *self.http, *self.web]:
             listener.start()
+        if self.certificates is not None:  # after the web listener: the CA connects to it
+            self.certificates.start()
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new connections, let transactions finish, then close the rest."""
@@ -214,11 +252,17 @@ class App:
             self.pool.join(timeout=5)
             self.tracker.wait_all_ended(5)
         self.control.stop()
+        if self.certificates is not None:
+            self.certificates.stop()
+        if self.tls_reports is not None:  # before the queue: a report round may be queuing
+            self.tls_reports.stop()
         self.queue.stop(timeout=max(grace, 1))
         self.courier.close()
+        if self.tls_reports is not None:  # the sessions of the last deliveries too
+            self.tls_reports.reports.save()
         if self.services.greylist is not None:
             self.services.greylist.close()
-        for server in self.http:
+        for server in [*self.http, *self.web]:
             server.stop()
         if self.verify_pool is not None:
             self.verify_pool.close()
@@ -232,12 +276,24 @@ class App:
         except ConfigError as exc:
             event(log, logging.ERROR, "reload-failed", problems=str(exc))
             return
-        self.services.router = _router(fresh)
+        self.services.router = _router(fresh, self._srs_keys)
         self.authenticator.reload(UserDB(fresh.users))
         self.queue.postmaster = self._postmaster()
         if self.tls is not None:
             self.tls.reload(fresh.tls)
+        if self.certificates is not None:
+            self.certificates.wake()
         event(log, logging.INFO, "reloaded", users=len(fresh.users), aliases=len(fresh.aliases))
+
+    def _certificate_changed(self, lineage: str, cert: str, key: str, names: list[str],
+                             initial: bool) -> None:
+        """The ACME manager stored (or found) a lineage: serve it, as SIGHUP would."""
+        if self.tls is None:
+            return
+        if lineage == WEB_LINEAGE:
+            self.tls.load_web(cert, key, names)
+        elif not initial or self.tls.placeholder:
+            self.tls.reload()
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (graceful; a second signal stops at once); HUP reloads."""
@@ -268,7 +324,7 @@ class App:
     def problems(self) -> list[str]:
         """What is wrong right now (for /healthz): dead listeners, a dead queue."""
         found = [f"listener {lst.config.kind} {lst.address} is not accepting"
-                 for lst in self.listeners if not lst.alive]
+                 for lst in [*self.listeners, *self.web] if not lst.alive]
         if not self.queue.running:
             found.append("the outbound queue is not running")
         return found
@@ -302,9 +358,23 @@ class App:
         return self.services.router.is_local_domain(domain_part(address))
 
     def _bounce_mailboxes(self, address: str) -> list[str]:
-        """Where a bounce to a local sender goes (its mailboxes; [] if nobody has it)."""
+        """Where a bounce to a local sender goes (its mailboxes; [] if nobody has it; for our
+        SRS address, the original sender it reverses to: docs/forwarding.md)."""
         found = self.services.router.resolve(address) if self._is_local(address) else None
-        return list(found.mailboxes) if found else [address]
+        return [*found.mailboxes, *found.remote] if found else [address]
+
+    def _queue_report(self, sender: str, recipients: list[str], message: bytes) -> str:
+        """Queue a TLS report (RFC 8460 5.3), DKIM-signed (RFC 8460 3) when we hold a key for
+        its From domain (``postmaster@`` the first local domain)."""
+        signer = self.services.dkim
+        domain = (self.config.domains or (self.config.hostname,))[0]
+        if signer is not None and signer.can_sign(domain):
+            try:
+                message = run_blocking(signer.sign, domain, message) + message
+            except DKIMError as exc:
+                event(log, logging.WARNING, "dkim-not-signed", domain=domain, reason=str(exc))
+        # kind tls-report: sent despite TLS failures, not counted (RFC 8460 5.3)
+        return self.queue.put(sender, recipients, BytesBody(message), kind="tls-report")
 
     def _postmaster(self) -> str | None:
         """The mailbox that gets bounces nobody else can take."""
@@ -315,7 +385,7 @@ class App:
     def ports(self) -> dict[str, list[int]]:
         """Bound ports per listener kind (for tests that listen on port 0)."""
         found: dict[str, list[int]] = {}
-        for listener in [*self.listeners, *self.http]:
+        for listener in [*self.listeners, *self.http, *self.web]:
             found.setdefault(listener.config.kind, []).append(listener.port)
         return found
 
@@ -327,6 +397,8 @@ def _refusals(config: ListenerConfig, texts: dict[str, bytes]) -> dict[str, byte
     return {} if config.kind in IMPLICIT_TLS_KINDS else texts
 
 
-def _router(config: Config) -> Router:
-    return Router(config.domains, config.users, config.aliases, config.suffix_separator)
+def _router(config: Config, srs_keys: list[bytes] | None = None) -> Router:
+    srs = (SRS(srs_keys, config.srs.domain or config.domains[0], config.srs.max_age)
+           if srs_keys and config.srs.enabled else None)
+    return Router(config.domains, config.users, config.aliases, config.suffix_separator, srs)
 

@@ -43,11 +43,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  data_dir   {config.data_dir}")
     for listener in config.listeners:
         print(f"  listen     {listener.kind:<12} {listener.address}")
-    print(f"  tls        {'yes' if config.tls else 'no (no STARTTLS, no 465/995)'}")
+    print(f"  tls        {'yes' if config.tls else 'no (no STARTTLS, no 465/995)'}"
+          f"{' (ACME)' if config.tls and config.tls.acme else ''}")
+    if config.tls and config.tls.acme:
+        from geomail.certs.check import acme_report
+
+        lines, warnings = acme_report(config)
+        for line in lines:
+            print(f"  {line}")
+        for warning in warnings:
+            print(f"  warning    {warning}")
     relay = config.relay
     via = f"smarthost {relay.smarthost.host}:{relay.smarthost.port}" if relay.smarthost \
         else f"MX lookup, port {relay.mx_port}"
     print(f"  relay      {via}")
+    if relay.dane is not None:
+        from geomail.courier.dane import probe_validation
+
+        servers = ", ".join(f"{host}:{port}" for host, port in relay.dane.nameservers)
+        print(f"  dane       on, validating resolver {servers}")
+        problem = probe_validation(relay.dane)
+        if problem:
+            print(f"  warning    {problem}")
     print(f"  dkim       {'selector ' + config.dkim.selector if config.dkim else 'off'}")
     return 0
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from geomail.envelope import Body
+from geomail.envelope import Body, MessageDSN
 from geomail.errors import GeomailError
 
 
@@ -28,9 +28,13 @@ class DeliveryError(GeomailError):
 class Courier(Protocol):
     """Delivers one message to some recipients (all in one domain, or all local)."""
 
-    def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
+    def deliver(self, sender: str, recipients: Sequence[str], body: Body,
+                dsn: MessageDSN | None = None, *, tls_report: bool = False) -> Outcomes:
         """Try once; return each recipient's ``Outcome``. Cooperative (blocks the calling
-        greenlet only). Raises nothing but bugs: failures are DeliveryErrors in the outcomes."""
+        greenlet only). Raises nothing but bugs: failures are DeliveryErrors in the outcomes.
+        ``dsn`` is the message's DSN request, to pass on where the next hop offers DSN;
+        ``tls_report``: the message is a TLS report (RFC 8460 5.3: sent despite TLS failures).
+        The queue passes both only when set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class Attempt:
 
     remote_mta: str | None = None  # "mx.example.org [192.0.2.1]:25"
     tls: str | None = None  # "TLSv1.3", "TLSv1.3 verified", "none"; None when not SMTP
+    dsn: bool = False  # NOTIFY/ORCPT were passed on to a next hop offering DSN (RFC 3461 5.2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from geomail import headers
-from geomail.envelope import Body, Envelope
+from geomail.envelope import Body, Envelope, MessageDSN
 from geomail.proto.smtp_types import SessionInfo
 from geomail.routing import Resolution, Router
 from geomail.store.base import Copy, MessageStore
@@ -20,7 +20,8 @@ class Enqueuer(Protocol):
     """The outbound queue as inbound sees it."""
 
     def put(self, sender: str, recipients: Sequence[tuple[str, str | None]], body: Body,
-            prefix: bytes = b"", *, item_id: str | None = None) -> str: ...
+            prefix: bytes = b"", *, item_id: str | None = None,
+            dsn: MessageDSN | None = None) -> str: ...
 
 
 @dataclass(slots=True)
@@ -44,16 +45,46 @@ def resolve(router: Router, recipients: Sequence[str]) -> Targets:
 
 
 def to_queue(queue: Enqueuer, hostname: str, info: SessionInfo, envelope: Envelope,
-             msgid: str, targets: Targets, body: Body, prefix: bytes) -> None:
+             msgid: str, targets: Targets, body: Body, prefix: bytes,
+             forward_sender: str | None = None) -> None:
     """Queue every destination (local ones too) under ``msgid``, a Received field and
-    ``prefix`` in front."""
+    ``prefix`` in front. With ``forward_sender`` (an SRS address, docs/forwarding.md) the
+    remote addresses an alias led to go in an item of their own with that envelope sender."""
     received = headers.received(
         helo=info.helo, client_ip=info.peer_ip, hostname=hostname,
         protocol=info.protocol(envelope.smtputf8), msgid=msgid, tls=info.tls,
         recipient=envelope.recipients[0] if len(envelope.recipients) == 1 else None)
     local = [(m, r if r != m else None) for m, r in targets.local.items()]
-    queue.put(envelope.sender or "", local + list(targets.remote.items()), body,
-              received + prefix, item_id=msgid)
+    remote = list(targets.remote.items())
+    forwarded = [(a, r) for a, r in remote if r is not None] if forward_sender else []
+    remote = [(a, r) for a, r in remote if r is None] if forwarded else remote
+    if forwarded:
+        assert forward_sender is not None
+        queue.put(forward_sender, forwarded, body, received + prefix,
+                  item_id=None if local or remote else msgid,
+                  dsn=dsn_request(envelope, targets))
+    if local or remote:
+        queue.put(envelope.sender or "", local + remote, body, received + prefix,
+                  item_id=msgid, dsn=dsn_request(envelope, targets))
+
+
+def dsn_request(envelope: Envelope, targets: Targets) -> MessageDSN | None:
+    """The DSN request (RFC 3461) of ``envelope``, each recipient's NOTIFY/ORCPT carried to
+    the destinations it led to; None when the client made none."""
+    if envelope.ret is None and envelope.envid is None and not envelope.dsn:
+        return None
+    by_final = {}
+    for final, recipient in [*targets.local.items(), *targets.remote.items()]:
+        wanted = envelope.dsn.get(recipient or final)
+        if wanted is not None:
+            by_final[final] = wanted
+    return MessageDSN(envelope.ret, envelope.envid, by_final)
+
+
+def wants_success(envelope: Envelope) -> bool:
+    """Whether any recipient asked for a success DSN (RFC 3461 4.1, NOTIFY=SUCCESS): then
+    even local-only mail goes through the queue, which sends it."""
+    return any(d.notify and "SUCCESS" in d.notify for d in envelope.dsn.values())
 
 
 def to_store(store: MessageStore, hostname: str, info: SessionInfo, envelope: Envelope,

@@ -60,8 +60,17 @@ FAMILIES = (
     Family("geomail_inbound_checks_total", "counter", "Outsiders' messages after sender "
            "authentication and spam checks, by action.",
            (("action", ("accept", "junk", "reject")),)),
+    Family("geomail_outbound_tls_total", "counter", "Outbound TLS sessions with MX hosts, by "
+           "policy (opportunistic, sts-enforce, sts-testing, dane) and result.",
+           (("policy", ("opportunistic", "sts-enforce", "sts-testing", "dane")),
+            ("result", ("ok", "failed")))),
     Family("geomail_spam_checks_total", "counter", "rspamd scans, by its action ('error': "
            "rspamd failed).", (("action", SPAM_ACTIONS),)),
+    Family("geomail_acme_orders_total", "counter", "ACME certificate orders (first issuance "
+           "and renewals), by lineage and result.",
+           (("lineage", ("mail", "web")), ("result", ("success", "failure")))),
+    Family("geomail_certificate_expiry_seconds", "gauge", "Seconds until the ACME-managed "
+           "certificate of each lineage expires."),
 )
 
 

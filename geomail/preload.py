@@ -50,10 +50,16 @@ MODULES = (
     # geomail's own lazy imports
     "geomail.store.maildir", "geomail.store.mbox", "geomail.queue.control",
     "geomail.queue.dsn", "geomail.courier.smtp", "geomail.courier.mx",
+    "geomail.courier.dane", "cryptography.x509.verification",
+    # MTA-STS policy fetches and TLS reports (gzip attachments)
+    "http.client", "gzip", "zlib", "_ssl", "geomail.courier.mtasts", "geomail.courier.tlsrpt",
+    "geomail.courier.tls_policy",
 )
 OPTIONAL = ("idna", "idna.codec", "idna.core", "idna.uts46data", "dns.quic", "dns._ddr",
             "dns.nameserver")
-RECORD_TYPES = ("A", "AAAA", "MX", "TXT", "CNAME", "DNAME", "PTR", "SOA", "NS", "OPT", "SPF")
+RECORD_TYPES = ("A", "AAAA", "MX", "TXT", "CNAME", "DNAME", "PTR", "SOA", "NS", "OPT", "SPF",
+                # DANE: TLSA answers with DNSSEC records beside them (the DO bit)
+                "TLSA", "RRSIG", "NSEC", "NSEC3", "DNSKEY", "DS")
 
 
 def before_privilege_drop(threadpool_size: int) -> None:

@@ -8,8 +8,10 @@ from geomail.config.loader import check_files, load_config
 from geomail.config.objects import (
     LISTENER_KINDS,
     STORE_FORMATS,
+    ACMEConfig,
     ChecksConfig,
     Config,
+    DANEConfig,
     DKIMConfig,
     DNSListConfig,
     GreylistConfig,
@@ -34,7 +36,8 @@ from geomail.config.values import (
 from geomail.errors import ConfigError
 
 __all__ = [
-    "LISTENER_KINDS", "STORE_FORMATS", "ChecksConfig", "Config", "ConfigError", "DKIMConfig",
+    "LISTENER_KINDS", "STORE_FORMATS", "ACMEConfig", "ChecksConfig", "Config", "ConfigError",
+    "DANEConfig", "DKIMConfig",
     "DNSListConfig", "GreylistConfig", "Limits", "ListenerConfig", "LogConfig", "RelayConfig",
     "RspamdConfig", "SendmailConfig", "SmarthostConfig", "SpamConfig", "StoreConfig",
     "TLSConfig", "UserConfig", "check_files", "load_config",

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from geomail.units import MiB
 
-LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http")
+LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http", "web", "webs")
+WEB_KINDS = ("web", "webs")  # the public web site (docs/web.md)
 STORE_FORMATS = ("maildir", "mbox")
 
 
@@ -88,12 +89,29 @@ class StoreConfig:
     path: str = ""
 
 
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+@dataclass(frozen=True, slots=True)
+class ACMEConfig:
+    """``tls.acme``: certificates obtained and renewed from an ACME CA (RFC 8555)."""
+
+    email: str
+    directory: str = LETSENCRYPT
+    renew_before: float = 30 * 86400.0  # renew when less than this remains
+    ca_file: str | None = None  # PEM bundle trusted for the directory's HTTPS (tests: pebble)
+
+
 @dataclass(frozen=True, slots=True)
 class TLSConfig:
-    """PEM certificate chain and private key for STARTTLS/STLS and the implicit-TLS ports."""
+    """PEM certificate chain and private key for STARTTLS/STLS and the implicit-TLS ports.
+
+    With ``acme``, ``cert``/``key`` are the ``mail`` lineage under ``data_dir/acme/``."""
 
     cert: str
     key: str
+    acme: ACMEConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +124,24 @@ class SmarthostConfig:
     username: str | None = None
     password: str | None = None
     verify_tls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DANEConfig:
+    """DANE for outbound SMTP (RFC 7672): the DNSSEC-validating resolvers whose AD bit is
+    trusted. Only a validating resolver the operator controls (e.g. a local unbound) makes
+    the AD bit mean anything."""
+
+    nameservers: tuple[tuple[str, int], ...] = (("127.0.0.1", 53),)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSReportsConfig:
+    """SMTP TLS reporting (RFC 8460): daily reports of outbound TLS to the domains asking."""
+
+    enabled: bool = True
+    organization: str = ""  # empty: the hostname
+    contact: str = ""  # empty: postmaster@ the first local domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +164,11 @@ class RelayConfig:
     dns_timeout: float = 10.0
     verify_tls: bool = False  # opportunistic STARTTLS to MX hosts is not verified
     max_item_errors: int = 5  # consecutive internal errors before an item is set aside (held)
+    dane: DANEConfig | None = None  # None: no DANE (no validating resolver named)
+    mta_sts: bool = True  # RFC 8461 policies of destination domains are fetched and applied
+    mta_sts_port: int = 443  # HTTPS port of mta-sts.DOMAIN: 443 (RFC 8461 3.3); tests only
+    tls_ca_file: str | None = None  # PEM CAs trusted besides the system's (MTA-STS, MX certs)
+    tls_reports: TLSReportsConfig = TLSReportsConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +270,28 @@ class UserConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The public web site's bounds (``web:``) and our MTA-STS policy (``mta_sts:``)."""
+
+    max_connections: int = 200  # per web/webs listener
+    request_timeout: float = 20.0  # seconds for a whole connection (keep-alive included)
+    max_body: int = 16 * 1024  # an Autodiscover request body, bytes
+    mta_sts_mode: str = "testing"  # RFC 8461 5: testing | enforce | none
+    mta_sts_max_age: int = 604800  # seconds (RFC 8461 3.2: at most 31557600)
+    mta_sts_mx: tuple[str, ...] = ()  # empty: the hostname
+    tls_report_address: str = ""  # TLS-RPT rua (RFC 8460 3); empty: postmaster@<domain>
+
+
+@dataclass(frozen=True, slots=True)
+class SRSConfig:
+    """``srs:``: the Sender Rewriting Scheme for mail aliases forward (docs/forwarding.md)."""
+
+    enabled: bool = True
+    domain: str = ""  # of the SRS addresses; empty: the first of ``domains``
+    max_age: int = 21  # days a rewritten address is accepted back (libsrs2's default)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration, as loaded from one YAML file."""
 
@@ -250,6 +313,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     http_allow_remote: bool = False
     sendmail: SendmailConfig | None = None
+    web: WebConfig = field(default_factory=WebConfig)
+    srs: SRSConfig = field(default_factory=SRSConfig)
     source: str = ""  # the file it came from, for messages
 
     @property

@@ -11,9 +11,14 @@ from collections.abc import Callable, Iterator, Mapping
 from geomail.address import domain_part, normalize_address, normalize_domain
 from geomail.config.checks_schema import parse_checks, parse_spam
 from geomail.config.objects import (
+    LETSENCRYPT,
+    LETSENCRYPT_STAGING,
     LISTENER_KINDS,
     STORE_FORMATS,
+    WEB_KINDS,
+    ACMEConfig,
     Config,
+    DANEConfig,
     DKIMConfig,
     Limits,
     ListenerConfig,
@@ -25,6 +30,8 @@ from geomail.config.objects import (
     TLSConfig,
     UserConfig,
 )
+from geomail.config.outbound_tls_schema import parse_outbound_tls
+from geomail.config.srs_schema import parse_srs
 from geomail.config.values import (
     _bool,
     _choice,
@@ -39,6 +46,7 @@ from geomail.config.values import (
     parse_duration,
     parse_hostport,
 )
+from geomail.config.web_schema import parse_web
 from geomail.errors import ConfigError
 
 
@@ -157,10 +165,45 @@ def _parse_store(sec: _Section, data_dir: str) -> StoreConfig:
     return StoreConfig(fmt, os.path.abspath(path))
 
 
-def _parse_tls(sec: _Section) -> TLSConfig | None:
+def _acme_directory(value: object) -> str:
+    """``tls.acme.directory``: an https URL, or ``letsencrypt`` / ``letsencrypt-staging``."""
+    text = _str(value).strip()
+    shortcuts = {"letsencrypt": LETSENCRYPT, "letsencrypt-staging": LETSENCRYPT_STAGING}
+    if text.lower() in shortcuts:
+        return shortcuts[text.lower()]
+    if not text.startswith("https://"):
+        raise ValueError(f"expected an https:// URL, 'letsencrypt' or 'letsencrypt-staging', "
+                         f"got {text!r}")
+    return text
+
+
+def _parse_acme(sec: _Section) -> ACMEConfig | None:
+    email = sec.get("email", _parse_mailbox_address, "")
+    directory = sec.get("directory", _acme_directory, LETSENCRYPT)
+    renew_before = sec.get("renew_before", _positive_duration, 30 * 86400.0)
+    ca_file = sec.get("ca_file", _str, None)
+    sec.finish()
+    if not email:
+        sec.problem("email", "required: the CA's contact for expiry and account notices")
+        return None
+    return ACMEConfig(email, directory, renew_before,
+                      os.path.abspath(ca_file) if ca_file else None)
+
+
+def _parse_tls(sec: _Section, data_dir: str) -> TLSConfig | None:
     cert = sec.get("cert", _str, "")
     key = sec.get("key", _str, "")
+    acme = _parse_acme(sec.section("acme")) if sec.has("acme") else None
+    sec.seen.add("acme")
     sec.finish()
+    if acme is not None:
+        if cert or key:
+            sec.problem(None, "'cert'/'key' and 'acme' exclude each other: tls.acme obtains "
+                              "the certificate itself; remove tls.cert and tls.key, or tls.acme")
+            return None
+        acme_cert, acme_key = (os.path.join(data_dir, "acme", "mail", name)
+                               for name in ("cert.pem", "key.pem"))
+        return TLSConfig(acme_cert, acme_key, acme)
     if not cert and not key:
         return None
     if not cert or not key:
@@ -184,6 +227,20 @@ def _parse_smarthost(sec: _Section) -> SmarthostConfig | None:
     if not tls:
         tls = "implicit" if hostport[1] == 465 else "starttls"
     return SmarthostConfig(hostport[0], hostport[1], tls, username, password, verify)
+
+
+def _parse_dane(sec: _Section) -> DANEConfig:
+    nameservers: list[tuple[str, int]] = []
+    for path, item in _list(sec, "nameservers"):
+        try:
+            bare_ipv6 = isinstance(item, str) and item.count(":") > 1 and "[" not in item
+            host, port = (item, 53) if bare_ipv6 else parse_hostport(item, 53)
+            ipaddress.ip_address(host)
+            nameservers.append((host, port))
+        except ValueError:
+            sec.problems.append(f"{path}: {item!r} is not an IP address (with an optional :port)")
+    sec.finish()
+    return DANEConfig(tuple(nameservers)) if nameservers else DANEConfig()
 
 
 def _parse_relay(sec: _Section) -> RelayConfig:
@@ -212,6 +269,8 @@ def _parse_relay(sec: _Section) -> RelayConfig:
             sec.problems.append(f"{path}: {exc}")
     smarthost = _parse_smarthost(sec.section("smarthost")) if sec.has("smarthost") else None
     sec.seen.add("smarthost")
+    dane = _parse_dane(sec.section("dane")) if sec.has("dane") else None
+    sec.seen.add("dane")
     relay = RelayConfig(
         nameservers=tuple(nameservers),
         mx_port=sec.get("mx_port", _int_range(1, 65535), d.mx_port),
@@ -231,6 +290,8 @@ def _parse_relay(sec: _Section) -> RelayConfig:
         dns_timeout=sec.get("dns_timeout", _positive_duration, d.dns_timeout),
         verify_tls=sec.get("verify_tls", _bool, d.verify_tls),
         max_item_errors=sec.get("max_item_errors", _int_range(1, 1000), d.max_item_errors),
+        dane=dane,
+        **parse_outbound_tls(sec),
     )
     sec.finish()
     return relay
@@ -386,7 +447,7 @@ def parse_config(raw: object, source: str = "") -> Config:
     if any(c in separator for c in "@ \t"):
         problems.append("suffix_separator: may not contain '@' or spaces")
     listeners = _parse_listeners(top.section("listen"))
-    tls = _parse_tls(top.section("tls"))
+    tls = _parse_tls(top.section("tls"), data_dir)
     relay = _parse_relay(top.section("relay"))
     dkim = _parse_dkim(top.section("dkim"), domain_tuple) if top.has("dkim") else None
     top.seen.add("dkim")
@@ -400,6 +461,8 @@ def parse_config(raw: object, source: str = "") -> Config:
     )
     log_sec.finish()
     http_allow_remote = top.get("http_allow_remote", _bool, False)
+    web = parse_web(top.section("web"), top.section("mta_sts"))
+    srs = parse_srs(top.section("srs"), domain_tuple)
     sendmail = None
     if top.has("sendmail"):
         sec = top.section("sendmail")
@@ -412,9 +475,13 @@ def parse_config(raw: object, source: str = "") -> Config:
     top.seen.add("sendmail")
     top.finish()
 
+    if tls is not None and tls.acme is not None and not any(
+            lst.kind == "web" for lst in listeners):
+        problems.append("tls.acme: needs a 'listen.web' listener on port 80: the CA validates "
+                        "each name over HTTP there (http-01, RFC 8555 8.3)")
     if tls is None:
         for lst in listeners:
-            if lst.implicit_tls:
+            if lst.implicit_tls or lst.kind == "webs":
                 problems.append(f"listen.{lst.kind}: {lst.address} needs a 'tls' certificate")
     for lst in listeners:
         remote = not ipaddress.ip_address(lst.host).is_loopback
@@ -423,7 +490,7 @@ def parse_config(raw: object, source: str = "") -> Config:
                 f"listen.http: {lst.address} is not a loopback address; "
                 "set 'http_allow_remote: true' to expose health and metrics"
             )
-    if not any(lst.kind != "http" for lst in listeners):
+    if not any(lst.kind not in ("http", *WEB_KINDS) for lst in listeners):
         problems.append("listen: no smtp, submission or pop3 listener configured")
     seen_addresses: dict[tuple[str, int], str] = {}
     for lst in listeners:
@@ -439,5 +506,5 @@ def parse_config(raw: object, source: str = "") -> Config:
         hostname=hostname, domains=domain_tuple, data_dir=data_dir, store=store, user=user,
         users=users, aliases=aliases, suffix_separator=separator, listeners=listeners, tls=tls,
         relay=relay, dkim=dkim, limits=limits, checks=checks, spam=spam, log=log,
-        http_allow_remote=http_allow_remote, sendmail=sendmail, source=source,
+        http_allow_remote=http_allow_remote, sendmail=sendmail, web=web, srs=srs, source=source,
     )

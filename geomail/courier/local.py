@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from geomail.delivery import Attempt, DeliveryError, Outcome, Outcomes
-from geomail.envelope import Body
+from geomail.envelope import Body, MessageDSN
 from geomail.errors import StoreError
 from geomail.log import event
 from geomail.store.base import Copy, MessageStore
@@ -27,8 +27,10 @@ class LocalCourier:
     def __init__(self, store: MessageStore) -> None:
         self.store = store
 
-    def deliver(self, sender: str, recipients: Sequence[str], body: Body) -> Outcomes:
-        """Store one copy per recipient; each recipient's outcome."""
+    def deliver(self, sender: str, recipients: Sequence[str], body: Body,
+                dsn: MessageDSN | None = None, *, tls_report: bool = False) -> Outcomes:
+        """Store one copy per recipient; each recipient's outcome. The DSN request is ours
+        to honour (the queue reports ``delivered``, RFC 3461 6.2), nothing to pass on."""
         mailboxes = list(dict.fromkeys(recipients))
         copies = [Copy(m, delivery_prefix(sender, m)) for m in mailboxes]
         error: DeliveryError | None = None

@@ -28,6 +28,7 @@ from geomail.proto.sasl import Credentials
 from geomail.proto.smtp_types import SessionInfo
 from geomail.routing import Router
 from geomail.spool import MemoryBudget, Spool
+from geomail.srs import SRSError
 from geomail.store.base import JUNK, MessageStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,11 @@ class SMTPPolicy:
             refusal = _R553_BAD_RECIPIENT_DOMAIN
         elif resolution is None:
             refusal = R.R550_NO_SUCH_USER
+            why = router.srs_refusal(address)
+            if why is not None:  # a forged or expired SRS address of ours (docs/forwarding.md)
+                refusal = _R550_BAD_SRS
+                event(log, logging.INFO, "srs-refused", session=info.session_id,
+                      to=address, reason=why)
         elif resolution.remote:
             local_domain = router.is_local_domain(domain_part(router.canonical(address)))
             if not local_domain and not self._may_relay(info):
@@ -175,13 +181,15 @@ class SMTPPolicy:
                     return verdict.reply
                 added, content = verdict.added, verdict.body or body
                 folder = JUNK if verdict.junk else ""
-            if targets.remote:
+            if targets.remote or (dispatch.wants_success(envelope) and not folder
+                                  and envelope.sender):  # RFC 3461 4.1: the queue reports it
                 route = "queue"
                 queue = self.services.queue
                 if queue is None:
                     return _R451_NO_QUEUE
                 dispatch.to_queue(queue, self.config.hostname, info, envelope, msgid, targets,
-                                  content, signature + added)
+                                  content, signature + added,
+                                  forward_sender=self._srs_sender(sender, targets))
             else:
                 route = "local"
                 dispatch.to_store(self.services.store, self.config.hostname, info, envelope,
@@ -197,6 +205,19 @@ class SMTPPolicy:
         self.maillog.accepted(msgid, info.session_id, info.peer_ip, sender,
                               envelope.recipients, content.crlf_size, route, user=info.auth_user)
         return Reply(250, "2.0.0", f"Ok: queued as {msgid}")
+
+    def _srs_sender(self, sender: str, targets: dispatch.Targets) -> str | None:
+        """The SRS address (docs/forwarding.md) for the copies an alias forwards to other
+        domains: only for a sender of another domain (ours pass SPF anyway), never for the
+        null sender (RFC 5321 4.5.5: it stays null)."""
+        srs = self.services.router.srs
+        if (srs is None or not sender or self.services.router.is_local_domain(domain_part(sender))
+                or all(via is None for via in targets.remote.values())):
+            return None
+        try:
+            return srs.forward(sender)
+        except SRSError:
+            return None
 
     def _check_authors(self, user: str, sender: str, head: bytes) -> Reply | None:
         """A logged-in user signs only as themselves: every From and Sender
@@ -230,6 +251,8 @@ class SMTPPolicy:
         return added, usermail.dkim_signature(signer, domain, added, body)
 
 
+_R550_BAD_SRS = Reply(550, "5.1.1", "Invalid or expired SRS address: bounces are accepted only "
+                      "for mail we forwarded recently")
 _R451_NO_QUEUE = Reply(451, "4.3.0", "Outbound delivery is not available on this server")
 _R553_NOT_YOUR_FROM = Reply(553, "5.7.1", "From or Sender header address not owned by the "
                             "authenticated user")

@@ -15,12 +15,20 @@ On-disk format (``data_dir/queue/``), one pair of files per message:
                      "status": "pending", "attempts": 1, "last_attempt": 1719400001.0,
                      "last_error": "451 4.7.1 try later", "code": 451, "enhanced": "4.7.1",
                      "remote_mta": "mx.example.org [192.0.2.1]:25", "tls": "TLSv1.3",
-                     "notified": false}]}
+                     "notified": false, "notify": ["FAILURE", "DELAY"],
+                     "orcpt": "rfc822;team@example.com", "dsn_passed": false}],
+     "ret": "HDRS", "envid": "QQ314159"}
 
   ``status`` is ``pending`` (to be tried), ``delivered`` or ``failed``; a failed recipient is
   ``notified`` once its delivery status notification is queued (or none is due). ``kind`` is
-  ``message``, ``bounce`` (a DSN geomail generated) or ``double-bounce`` (a DSN that could not
-  be delivered, sent on to the postmaster).
+  ``message``, ``bounce`` (a DSN geomail generated), ``double-bounce`` (a DSN that could not
+  be delivered, sent on to the postmaster) or ``tls-report`` (a TLS report geomail generated,
+  RFC 8460 5.3: delivered without the destination's MTA-STS/DANE policy and not counted in
+  TLS reports). The DSN fields (RFC 3461) are optional, absent in
+  items written before them: ``ret``/``envid`` as given on MAIL, ``notify``/``orcpt`` as
+  given on RCPT (``null`` when not given), ``dsn_passed`` when the next hop took the DSN
+  request on (then it, not we, reports success). A delivered recipient with
+  ``notify`` SUCCESS is ``notified`` once its success DSN is queued.
 
 - ``.tmp.*``: a write in progress; left over only by a crash, removed at start-up. A ``.msg``
   whose item exists in no form (no ``.json``, ``.json.bad``, temp file or held item) is the
@@ -43,7 +51,8 @@ from typing import Any
 FORMAT_VERSION = 1
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 STATUSES = (PENDING, DELIVERED, FAILED)
-KINDS = ("message", "bounce", "double-bounce")
+TLS_REPORT = "tls-report"
+KINDS = ("message", "bounce", "double-bounce", TLS_REPORT)
 ID_RE = re.compile(r"^[0-9a-f]{12,40}$")
 
 
@@ -67,11 +76,23 @@ class Recipient:
     remote_mta: str | None = None
     tls: str | None = None
     notified: bool = False
+    notify: list[str] | None = None  # RCPT NOTIFY= (RFC 3461 4.1); None: not given
+    orcpt: str | None = None  # RCPT ORCPT= decoded, "rfc822;addr" (RFC 3461 4.2)
+    dsn_passed: bool = False  # the next hop accepted NOTIFY/ORCPT (RFC 3461 5.2)
+
+    def wants(self, kind: str) -> bool:
+        """Whether a DSN of ``kind`` (SUCCESS, FAILURE, DELAY) is due for this recipient:
+        RFC 3461 4.1, absent NOTIFY meaning FAILURE,DELAY as in Postfix."""
+        if self.notify is None:
+            return kind in ("FAILURE", "DELAY")
+        return kind in self.notify
 
     @property
     def settled(self) -> bool:
         """Delivered, or failed and reported: nothing left to do for it."""
-        return self.status == DELIVERED or (self.status == FAILED and self.notified)
+        if self.status == DELIVERED:
+            return self.notified or not self.wants("SUCCESS") or self.dsn_passed
+        return self.status == FAILED and self.notified
 
 
 @dataclass(slots=True)
@@ -89,6 +110,8 @@ class QueueItem:
     eight_bit: bool = False
     delay_warned: bool = False
     kind: str = "message"
+    ret: str | None = None  # MAIL RET= (RFC 3461 4.3): "FULL" or "HDRS"
+    envid: str | None = None  # MAIL ENVID= decoded (RFC 3461 4.4)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept on rewrite
 
     @property
@@ -113,6 +136,10 @@ class QueueItem:
                 "size": self.size, "crlf_size": self.crlf_size, "eight_bit": self.eight_bit,
                 "delay_warned": self.delay_warned,
                 "recipients": [asdict(r) for r in self.recipients]}
+        if self.ret is not None:
+            data["ret"] = self.ret
+        if self.envid is not None:
+            data["envid"] = self.envid
         return data
 
     def to_json(self) -> bytes:
@@ -137,6 +164,7 @@ class QueueItem:
                 eight_bit=bool(data.get("eight_bit", False)),
                 delay_warned=bool(data.get("delay_warned", False)),
                 kind=str(data.get("kind", "message")),
+                ret=_optional_str(data.get("ret")), envid=_optional_str(data.get("envid")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or malformed field: {exc}") from exc
@@ -145,7 +173,7 @@ class QueueItem:
         if item.kind not in KINDS:
             raise ValueError(f"unknown kind {item.kind!r}")
         known = {"version", "id", "kind", "sender", "created", "next_attempt", "attempts",
-                 "size", "crlf_size", "eight_bit", "delay_warned", "recipients"}
+                 "size", "crlf_size", "eight_bit", "delay_warned", "recipients", "ret", "envid"}
         item.extra = {k: v for k, v in data.items() if k not in known}
         return item
 
@@ -159,6 +187,10 @@ class QueueItem:
         return cls.from_dict(data)
 
 
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _recipient(data: Any) -> Recipient:
     if not isinstance(data, dict) or not isinstance(data.get("address"), str):
         raise ValueError("a recipient needs an 'address'")
@@ -166,6 +198,9 @@ def _recipient(data: Any) -> Recipient:
     rcpt = Recipient(**{k: v for k, v in data.items() if k in fields})
     if rcpt.status not in STATUSES:
         raise ValueError(f"unknown recipient status {rcpt.status!r}")
+    if rcpt.notify is not None and (not isinstance(rcpt.notify, list)
+                                    or not all(isinstance(n, str) for n in rcpt.notify)):
+        raise ValueError(f"malformed notify {rcpt.notify!r}")
     return rcpt
 
 

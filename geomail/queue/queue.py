@@ -16,7 +16,7 @@ from gevent.event import Event
 from geomail.address import domain_of
 from geomail.config import RelayConfig
 from geomail.delivery import Courier, DeliveryError, Outcome, Outcomes
-from geomail.envelope import Body
+from geomail.envelope import Body, MessageDSN, RecipientDSN
 from geomail.ids import new_id
 from geomail.log import event
 from geomail.metrics import Metrics
@@ -39,6 +39,7 @@ from .item import (
     DELIVERED,
     FAILED,
     PENDING,
+    TLS_REPORT,
     QueueItem,
     Recipient,
     body_path,
@@ -160,10 +161,12 @@ class Queue(Reports):
     # ------------------------------------------------------------------ put
 
     def put(self, sender: str, recipients: Sequence[str | tuple[str, str | None]], body: Body,
-            prefix: bytes = b"", kind: str = "message", *, item_id: str | None = None) -> str:
+            prefix: bytes = b"", kind: str = "message", *, item_id: str | None = None,
+            dsn: MessageDSN | None = None) -> str:
         """Queue a message for ``recipients`` (final addresses, each optionally with the
-        original recipient it was expanded from); durable (files and directory fsynced) before
-        it returns the new item's id. Raises ``OSError`` when the disk refuses."""
+        original recipient it was expanded from), with its DSN request (RFC 3461) if any;
+        durable (files and directory fsynced) before it returns the new item's id. Raises
+        ``OSError`` when the disk refuses."""
         if self._stopping:
             raise OSError("the queue is shutting down")
         now = self.clock.now()
@@ -174,13 +177,18 @@ class Queue(Reports):
             address, original = (entry, None) if isinstance(entry, str) else entry
             if all(r.address != address for r in rcpts):
                 rcpts.append(Recipient(address, original if original != address else None))
+                wanted = dsn.recipients.get(address) if dsn is not None else None
+                if wanted is not None:
+                    rcpts[-1].notify = list(wanted.notify) if wanted.notify else None
+                    rcpts[-1].orcpt = wanted.orcpt
         if not rcpts:
             raise ValueError("a queued message needs at least one recipient")
         def write_files() -> QueueItem:  # both files in one pool call
             size, crlf_size, eight_bit = write_body(body_path(self.directory, item_id), prefix,
                                                     body)
             made = QueueItem(item_id, sender, rcpts, created=now, next_attempt=now, size=size,
-                             crlf_size=crlf_size, eight_bit=eight_bit, kind=kind)
+                             crlf_size=crlf_size, eight_bit=eight_bit, kind=kind,
+                             ret=dsn.ret if dsn else None, envid=dsn.envid if dsn else None)
             write_atomic(item_path(self.directory, item_id), made.to_json(), 0o600, False)
             return made
 
@@ -366,7 +374,9 @@ class Queue(Reports):
         groups += [(self.remote, addresses) for addresses in by_domain.values()]
         body = QueuedBody(body_path(self.directory, item.id), item.size, item.crlf_size,
                           item.eight_bit)
-        workers = [gevent.spawn(self._deliver, courier, item.sender, addrs, body)
+        dsn = _dsn_request(item)
+        report = item.kind == TLS_REPORT
+        workers = [gevent.spawn(self._deliver, courier, item.sender, addrs, body, dsn, report)
                    for courier, addrs in groups]
         addresses_of = {worker: addrs for worker, (_, addrs) in zip(workers, groups, strict=True)}
         deferred: list[Recipient] = []
@@ -413,15 +423,21 @@ class Queue(Reports):
             if where is not None:
                 rcpt.remote_mta = printable(where.remote_mta) if where.remote_mta else None
                 rcpt.tls = printable(where.tls) if where.tls else None
+                rcpt.dsn_passed = where.dsn
             self._settle(item, rcpt, outcome.error, now)
             if rcpt.status == PENDING:
                 pending.append(rcpt)
         return pending
 
     def _deliver(self, courier: Courier, sender: str, addresses: list[str],
-                 body: Body) -> Outcomes:
+                 body: Body, dsn: MessageDSN | None = None, tls_report: bool = False
+                 ) -> Outcomes:
         try:
-            return courier.deliver(sender, addresses, body)
+            if tls_report:
+                return courier.deliver(sender, addresses, body, dsn, tls_report=True)
+            if dsn is None:
+                return courier.deliver(sender, addresses, body)
+            return courier.deliver(sender, addresses, body, dsn)
         except Exception:
             event(log, logging.ERROR, "internal-error", exc_info=True, where="courier",
                   to=",".join(addresses))
@@ -487,6 +503,15 @@ class Queue(Reports):
             except Exception:
                 event(log, logging.ERROR, "internal-error", exc_info=True,
                       where="queue-event-hook", queue_event=name, id=item.id)
+
+
+def _dsn_request(item: QueueItem) -> MessageDSN | None:
+    """The item's DSN request (RFC 3461) for the couriers; None when the client made none."""
+    wanted = {r.address: RecipientDSN(tuple(r.notify) if r.notify else None, r.orcpt)
+              for r in item.recipients if r.notify is not None or r.orcpt is not None}
+    if item.ret is None and item.envid is None and not wanted:
+        return None
+    return MessageDSN(item.ret, item.envid, wanted)
 
 
 _NO_OUTCOME = Outcome(DeliveryError("the courier reported no outcome", False, 451, "4.3.0"))

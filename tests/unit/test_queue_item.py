@@ -82,3 +82,15 @@ def test_ids() -> None:
     assert first < second and valid_id(first) and valid_id(second)
     assert not valid_id("../x") and not valid_id("") and not valid_id("ABC123456789")
     assert Recipient("a@b").status == PENDING
+
+
+def test_tls_report_kind_round_trips() -> None:
+    """RFC 8460 5.3: a queued TLS report keeps its kind on disk (the courier then sends it
+    despite TLS failures); items written before it have the default kind."""
+    item = sample()
+    item.sender, item.kind = "", "tls-report"
+    again = QueueItem.from_json(item.to_json())
+    assert again.kind == "tls-report" and again == item
+    data = json.loads(sample().to_json())
+    del data["kind"]
+    assert QueueItem.from_dict(data).kind == "message"
