@@ -225,3 +225,57 @@ def test_root_start_drops_to_the_configured_user(tls: dict[str, str]):
             server.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_acme_certificate_and_autoconfig_from_the_binary(tmp_path: Path):
+    """RFC 8555 7.4 / 8.3 from the executable: at first start the certificate for the
+    hostname is ordered from a private pebble CA over http-01 on the binary's own web
+    listener and served on 465; Thunderbird's autoconfig request on that plain-HTTP listener
+    is redirected to HTTPS (the frozen binary carries certbot's acme library and the site)."""
+    import http.client
+    import socket
+    import ssl
+
+    from tests.support.pebble import Pebble
+
+    hostname = "mx.e2e.test"
+    web_port = free_port()
+    dns = Dnsmasq().host(hostname, "127.0.0.1").host("autoconfig.example.com", "127.0.0.1")
+    dns.start()
+    pebble = Pebble(web_port, dns.nameserver).start()
+    raw = base_config(tmp_path, hostname=hostname)
+    raw["user"] = pwd.getpwuid(os.geteuid()).pw_name
+    raw["listen"] = {"submissions": ["127.0.0.1:0"], "web": [f"127.0.0.1:{web_port}"],
+                     "http": ["127.0.0.1:0"]}
+    raw["tls"] = {"acme": {"email": "postmaster@example.test", "directory": pebble.directory,
+                           "ca_file": pebble.ca_file}}
+    config = tmp_path / "geomail.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    server = GeomailProcess(config, COMMAND)
+    try:
+        server.start()
+        context = ssl.create_default_context(cadata=pebble.root_pem())
+
+        def served_by_pebble() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", server.port("submissions")), 5) as s, \
+                        context.wrap_socket(s, server_hostname=hostname):
+                    return True
+            except ssl.SSLError:
+                return False  # still the self-signed placeholder
+
+        wait_for(served_by_pebble, timeout=30, message="the pebble certificate on 465")
+        conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=5)
+        conn.request("GET", "/mail/config-v1.1.xml?emailaddress=alice%40example.com",
+                     headers={"Host": "autoconfig.example.com"})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        # Plain HTTP redirects everything but ACME challenges to HTTPS (issue 13, item 2).
+        assert response.status == 301, body
+        assert response.getheader("Location", "").startswith("https://autoconfig.example.com")
+        assert "acme-certificate-issued" in server.log()
+    finally:
+        server.kill()
+        pebble.close()
+        dns.stop()
