@@ -207,30 +207,36 @@ def test_bogus_tlsa_defers(dnssec: SignedDNS, peer: SmtpdPeer, mx_port: int,
     assert _received(peer, "broken.dane.test") == 0
 
 
-def test_dane_takes_precedence_over_mta_sts(dnssec: SignedDNS, peer: SmtpdPeer, mx_port: int,
-                                           tmp_path: Path) -> None:
-    """RFC 8461 2 and RFC 7672 2.2: where the MX host has secure TLSA records, DANE applies and
-    the domain's MTA-STS policy (enforce, naming another MX host, so it alone would defer)
-    does not."""
+def _send_beside_enforce_policy(dnssec: SignedDNS, mx_port: int, tmp_path: Path,
+                                domain: str) -> Outcome:
+    """Send to ``domain`` while a real HTTPS host serves it an MTA-STS policy in enforce mode
+    that names another MX host (so MTA-STS alone would defer)."""
     ca_path = str(tmp_path / "ca.pem")
     CA.cert_pem.write_to_path(ca_path)
     https_cert = str(tmp_path / "https.pem")
-    CA.issue_cert("mta-sts.sts.dane.test").private_key_and_cert_chain_pem \
-        .write_to_path(https_cert)
+    CA.issue_cert(f"mta-sts.{domain}").private_key_and_cert_chain_pem.write_to_path(https_cert)
     www = tmp_path / "www"
     www.mkdir()
     with HTTPSServer(www, https_cert, "127.0.0.1", free_port("127.0.0.1")) as https:
-        https.policy("mta-sts.sts.dane.test",
+        https.policy(f"mta-sts.{domain}",
                      "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n")
         courier = _courier(dnssec, mx_port, tmp_path / "data", dnssec.port, mta_sts=True,
                            mta_sts_port=https.port, tls_ca_file=ca_path)
         try:
             assert courier.tls_policy is not None and courier.tls_policy.mta_sts is not None
-            policy = courier.tls_policy.mta_sts.lookup("sts.dane.test").policy
+            policy = courier.tls_policy.mta_sts.lookup(domain).policy
             assert policy is not None and policy.mode == "enforce"  # the policy is there
-            out = _send(courier, "sts.dane.test")
+            return _send(courier, domain)
         finally:
             courier.close()
+
+
+def test_dane_takes_precedence_over_mta_sts(dnssec: SignedDNS, peer: SmtpdPeer, mx_port: int,
+                                           tmp_path: Path) -> None:
+    """RFC 8461 2 and RFC 7672 2.2: where the MX host has secure TLSA records, DANE applies and
+    the domain's MTA-STS policy (enforce, naming another MX host, so it alone would defer)
+    does not."""
+    out = _send_beside_enforce_policy(dnssec, mx_port, tmp_path, "sts.dane.test")
     assert out.error is None and "dane-verified" in _tls(out)
     assert _received(peer, "sts.dane.test") == 1
 
@@ -265,25 +271,7 @@ def test_unusable_records_do_not_fall_back_to_mta_sts(dnssec: SignedDNS, peer: S
     """RFC 7672 2.2 and RFC 8461 2: a secure TLSA RRset, even of unusable records only, means
     DANE applies (TLS mandatory, unauthenticated), not the domain's MTA-STS policy (enforce,
     naming another MX: it alone would defer)."""
-    ca_path = str(tmp_path / "ca.pem")
-    CA.cert_pem.write_to_path(ca_path)
-    https_cert = str(tmp_path / "https.pem")
-    CA.issue_cert("mta-sts.unusable.dane.test").private_key_and_cert_chain_pem \
-        .write_to_path(https_cert)
-    www = tmp_path / "www"
-    www.mkdir()
-    with HTTPSServer(www, https_cert, "127.0.0.1", free_port("127.0.0.1")) as https:
-        https.policy("mta-sts.unusable.dane.test",
-                     "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n")
-        courier = _courier(dnssec, mx_port, tmp_path / "data", dnssec.port, mta_sts=True,
-                           mta_sts_port=https.port, tls_ca_file=ca_path)
-        try:
-            assert courier.tls_policy is not None and courier.tls_policy.mta_sts is not None
-            policy = courier.tls_policy.mta_sts.lookup("unusable.dane.test").policy
-            assert policy is not None and policy.mode == "enforce"
-            out = _send(courier, "unusable.dane.test")
-        finally:
-            courier.close()
+    out = _send_beside_enforce_policy(dnssec, mx_port, tmp_path, "unusable.dane.test")
     assert out.error is None and "dane-unauthenticated" in _tls(out)
 
 
