@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from geomail.units import MiB
+from geomail.units import KiB, MiB
 
 LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http", "web", "webs")
 WEB_KINDS = ("web", "webs")  # the public web site (docs/web.md)
@@ -154,6 +154,7 @@ class RelayConfig:
     retry: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
     max_queue_time: float = 5 * 86400.0  # RFC 5321 4.5.4.1: give up after 4-5 days
     delay_warning: float = 4 * 3600.0  # 0 turns the delay notice off
+    bounce_size_limit: int = 64 * KiB  # RET=FULL returns the message whole up to this size
     allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_connections: int = 50
     max_connections_per_domain: int = 5

@@ -278,6 +278,7 @@ def _parse_relay(sec: _Section) -> RelayConfig:
         retry=tuple(retry) or d.retry,
         max_queue_time=sec.get("max_queue_time", _positive_duration, d.max_queue_time),
         delay_warning=sec.get("delay_warning", parse_duration, d.delay_warning),
+        bounce_size_limit=sec.get("bounce_size_limit", _positive_size, d.bounce_size_limit),
         allow_networks=tuple(networks),
         max_connections=sec.get("max_connections", _int_range(1, 10_000), d.max_connections),
         max_connections_per_domain=sec.get(

@@ -19,7 +19,6 @@ from geomail.proto.client import printable
 from geomail.units import KiB
 
 MAX_HEADER_BYTES = 64 * KiB  # of the original message, returned in text/rfc822-headers
-MAX_RETURNED_BYTES = 64 * KiB  # RET=FULL: a larger message comes back as headers only
 SUCCESS_ACTIONS = ("delivered", "relayed")  # RFC 3464 2.3.3
 
 

@@ -93,7 +93,7 @@ class Reports:
         head = run_blocking(read_head, path)
         message = None
         if item.ret == "FULL" and action == "failed":  # RFC 3461 4.3; successes get headers
-            message = run_blocking(_read_whole, path, dsn.MAX_RETURNED_BYTES)
+            message = run_blocking(_read_whole, path, self.relay.bounce_size_limit)
         until = item.created + self.relay.max_queue_time
         entries = [_entry(r, action, until) for r in rcpts]
         report = dsn.build_dsn(reporting_mta=self.hostname, sender=item.sender,

@@ -158,6 +158,21 @@ def test_ret_hdrs_and_full(world) -> None:
         w.queue.stop(1)
 
 
+def test_ret_full_over_the_size_limit_returns_headers(world) -> None:
+    """RFC 3461 4.3 (RET=FULL) and RFC 3464 2: a message larger than
+    ``relay.bounce_size_limit`` comes back as text/rfc822-headers, not whole."""
+    w = make(world, relay=RelayConfig(bounce_size_limit=len(BODY) - 1),
+             remote={"a@example.org": [PERM]})
+    w.queue.put("alice@example.com", ["a@example.org"], BytesBody(BODY),
+                dsn=request("FULL", "env-8"))
+    wait_for(lambda: dsns(w.local), 5, message="bounce")
+    [report] = dsns(w.local)
+    third = report.get_payload()[2]
+    assert third.get_content_type() == "text/rfc822-headers"
+    assert "the body text" not in third.as_string()
+    w.queue.stop(1)
+
+
 def test_null_sender_never_gets_a_success_dsn(world) -> None:
     """RFC 3461 6.2 / RFC 5321 6.1: no DSN to the null reverse-path, success included."""
     w = make(world)
