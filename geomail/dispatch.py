@@ -21,7 +21,11 @@ class Enqueuer(Protocol):
 
     def put(self, sender: str, recipients: Sequence[tuple[str, str | None]], body: Body,
             prefix: bytes = b"", *, item_id: str | None = None,
-            dsn: MessageDSN | None = None) -> str: ...
+            dsn: MessageDSN | None = None, start: bool = True) -> str: ...
+
+    def release(self, item_id: str) -> None: ...
+
+    def withdraw(self, item_id: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -58,14 +62,27 @@ def to_queue(queue: Enqueuer, hostname: str, info: SessionInfo, envelope: Envelo
     remote = list(targets.remote.items())
     forwarded = [(a, r) for a, r in remote if r is not None] if forward_sender else []
     remote = [(a, r) for a, r in remote if r is None] if forwarded else remote
-    if forwarded:
-        assert forward_sender is not None
-        queue.put(forward_sender, forwarded, body, received + prefix,
-                  item_id=None if local or remote else msgid,
-                  dsn=dsn_request(envelope, targets))
-    if local or remote:
+    if not forwarded:
         queue.put(envelope.sender or "", local + remote, body, received + prefix,
                   item_id=msgid, dsn=dsn_request(envelope, targets))
+        return
+    assert forward_sender is not None
+    if not (local or remote):
+        queue.put(forward_sender, forwarded, body, received + prefix, item_id=msgid,
+                  dsn=dsn_request(envelope, targets))
+        return
+    # Two items for one message: neither is sent before both are durable, so a failure of
+    # the second (451 to the client, who sends again) leaves no copy behind.
+    first = queue.put(forward_sender, forwarded, body, received + prefix,
+                      dsn=dsn_request(envelope, targets), start=False)
+    try:
+        second = queue.put(envelope.sender or "", local + remote, body, received + prefix,
+                           item_id=msgid, dsn=dsn_request(envelope, targets), start=False)
+    except BaseException:
+        queue.withdraw(first)
+        raise
+    queue.release(first)
+    queue.release(second)
 
 
 def dsn_request(envelope: Envelope, targets: Targets) -> MessageDSN | None:

@@ -123,6 +123,7 @@ class Queue(Reports):
         self.max_received = max_received  # more Received fields: a mail loop, bounced
         self.metrics = metrics if metrics is not None else Metrics()  # the App's registry
         self._entries: dict[str, _Entry] = {}
+        self._unreleased: dict[str, QueueItem] = {}  # put(start=False), not yet sent
         self._held: dict[str, QueueItem] = {}  # set aside in hold/, shown by items()
         self._stopping = False
         self._lock_fd: int | None = None
@@ -162,15 +163,18 @@ class Queue(Reports):
 
     def put(self, sender: str, recipients: Sequence[str | tuple[str, str | None]], body: Body,
             prefix: bytes = b"", kind: str = "message", *, item_id: str | None = None,
-            dsn: MessageDSN | None = None) -> str:
+            dsn: MessageDSN | None = None, start: bool = True) -> str:
         """Queue a message for ``recipients`` (final addresses, each optionally with the
         original recipient it was expanded from), with its DSN request (RFC 3461) if any;
         durable (files and directory fsynced) before it returns the new item's id. Raises
-        ``OSError`` when the disk refuses."""
+        ``OSError`` when the disk refuses. With ``start=False`` the item is durable but not
+        sent until ``release`` (or removed by ``withdraw``): a message split into several
+        items is sent only once all of them are queued."""
         if self._stopping:
             raise OSError("the queue is shutting down")
         now = self.clock.now()
-        if item_id is None or not valid_id(item_id) or item_id in self._entries:
+        if (item_id is None or not valid_id(item_id) or item_id in self._entries
+                or item_id in self._unreleased):
             item_id = new_id(now)
         rcpts: list[Recipient] = []
         for entry in recipients:
@@ -201,8 +205,22 @@ class Queue(Reports):
         event(log, logging.DEBUG, "queued", id=item_id, from_=f"<{sender}>",
               to=",".join(r.address for r in rcpts), size=item.size, kind=kind)
         self._event("queued", item, None)
-        self._start(item)
+        if start:
+            self._start(item)
+        else:
+            self._unreleased[item_id] = item
         return item_id
+
+    def release(self, item_id: str) -> None:
+        """Start sending an item queued with ``put(start=False)``."""
+        self._start(self._unreleased.pop(item_id))
+
+    def withdraw(self, item_id: str) -> None:
+        """Remove an item queued with ``put(start=False)`` that was never sent (the rest of
+        its message could not be queued, so the client is told 451 and sends it again)."""
+        self._unreleased.pop(item_id, None)
+        run_blocking(remove_item_files, self.directory, item_id)
+        self.syncer.sync(self.directory)
 
     # ------------------------------------------------------------------ tools
 

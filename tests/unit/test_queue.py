@@ -408,3 +408,48 @@ def test_loop_survives_an_unexpected_error(world) -> None:
     w.clock.advance(61)
     wait_for(lambda: w.files() == [], 5, message="delivered on the next turn")
     assert len(w.remote.calls) == 2
+
+
+def test_unreleased_item_waits_for_release_or_withdraw(world) -> None:
+    """RFC 5321 6.1 (no duplicates from our side): an item put with start=False is durable
+    but not sent until release(); withdraw() removes it without a trace."""
+    w = world()
+    kept = w.queue.put("alice@example.com", ["bob@example.org"], BytesBody(b"Subject: a\n\n"),
+                       start=False)
+    dropped = w.queue.put("alice@example.com", ["dan@example.org"],
+                          BytesBody(b"Subject: b\n\n"), start=False)
+    gevent.sleep(0.05)
+    assert w.remote.calls == [] and len(w.files()) == 4
+    w.queue.withdraw(dropped)
+    assert w.files() == [f"{kept}.json", f"{kept}.msg"]
+    w.queue.release(kept)
+    wait_for(lambda: w.files() == [], 5, message="released item delivered")
+    assert [c[1] for c in w.remote.calls] == [["bob@example.org"]]
+
+
+def test_forwarded_copy_is_withdrawn_when_the_rest_cannot_be_queued(world) -> None:
+    """RFC 5321 4.1.1.4 / 6.1: a message split into an SRS-forwarded item and the rest is
+    sent only when both are queued; when the second put fails the client gets the error
+    (451) and the first item is gone, so the client's retry duplicates nothing."""
+    from geomail.dispatch import Targets, to_queue
+    from geomail.envelope import Envelope
+    from geomail.proto.smtp_types import SessionInfo
+
+    w = world()
+    real_put = w.queue.put
+
+    def failing_second_put(*args, **kwargs):
+        if kwargs.get("item_id") == "0190c1d2e3f4a5b6c7d8e9":
+            raise OSError("disk full")
+        return real_put(*args, **kwargs)
+
+    w.queue.put = failing_second_put  # type: ignore[method-assign]
+    targets = Targets(local={"carol@example.com": "list@example.com"},
+                      remote={"bob@example.org": "list@example.com"})
+    envelope = Envelope(sender="alice@origin.test", recipients=["list@example.com"])
+    with pytest.raises(OSError):
+        to_queue(w.queue, "mail.example.com", SessionInfo("s1", "192.0.2.9"), envelope,
+                 "0190c1d2e3f4a5b6c7d8e9", targets, BytesBody(b"Subject: x\n\nhi\n"), b"",
+                 forward_sender="SRS0=abcd=TT=origin.test=alice@example.com")
+    gevent.sleep(0.05)
+    assert w.files() == [] and w.remote.calls == [] and w.local.calls == []
