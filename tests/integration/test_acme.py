@@ -234,6 +234,31 @@ def test_web_lineage_chosen_by_sni(tmp_path: Path, pebble: Pebble, web_port: int
         assert _served(port, root, HOSTNAME).serial_number == mail != web.serial_number
 
 
+def test_failing_web_names_leave_mail_certificate_alone(
+        tmp_path: Path, web_port: int, caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 8555 7.1.6 / 8.3: when the web names cannot be validated (no DNS for
+    mta-sts./autoconfig./autodiscover.), only the web lineage fails; the mail lineage is
+    issued and served on 465, and webs keeps serving the mail certificate."""
+    caplog.set_level(logging.INFO)
+    with Dnsmasq().host(HOSTNAME, "127.0.0.1") as only_mail:
+        ca = Pebble(web_port, only_mail.nameserver).start()
+        try:
+            root = ca.root_pem()
+            with running_app(_config(tmp_path, ca, web_port, webs=True)) as app:
+                serial = wait_for(lambda: _issued_serial(app, root), timeout=20,
+                                  message="the mail certificate")
+                wait_for(lambda: [e for e in _events(caplog, "acme-order-failed")
+                                  if "lineage=web" in e], timeout=30,
+                         message="the web order failing")
+                assert _served(app.ports["webs"][0], None,
+                               "mta-sts.example.com").serial_number == serial
+                assert _served(app.ports["submissions"][0], root).serial_number == serial
+                assert app.metrics.value("geomail_acme_orders_total", lineage="web",
+                                         result="failure") >= 1
+        finally:
+            ca.close()
+
+
 def test_check_explains_acme(tmp_path: Path, pebble: Pebble, web_port: int,
                              dnsmasq: Dnsmasq) -> None:
     """RFC 8555 8.3: ``geomail check`` says what http-01 needs (port 80, A/AAAA records) and
