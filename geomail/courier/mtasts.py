@@ -325,7 +325,7 @@ class MTASTS:
         if self._loaded:
             return
         self._loaded = True
-        for policy in run_blocking(_read_all, self._dir):
+        for policy in run_blocking(_read_all, self._dir, self._clock()):
             self._cache.setdefault(policy.domain, policy)
 
 
@@ -334,7 +334,9 @@ def _write(directory: str, path: str, data: bytes) -> None:
     write_atomic(path, data)
 
 
-def _read_all(directory: str) -> list[STSPolicy]:
+def _read_all(directory: str, now: float) -> list[STSPolicy]:
+    """The unexpired policies kept in ``directory``; expired files are removed (RFC 8461
+    5.1: a policy past its max_age is not used again)."""
     found: list[STSPolicy] = []
     try:
         names = os.listdir(directory)
@@ -346,8 +348,12 @@ def _read_all(directory: str) -> list[STSPolicy]:
         try:
             with open(os.path.join(directory, name), "rb") as handle:
                 raw = json.loads(handle.read(4 * MAX_POLICY_SIZE))
-            found.append(parse_policy(str(raw["text"]), str(raw["domain"]), str(raw["id"]),
-                                      float(raw["fetched"])))
+            policy = parse_policy(str(raw["text"]), str(raw["domain"]), str(raw["id"]),
+                                  float(raw["fetched"]))
+            if policy.expires <= now:
+                os.unlink(os.path.join(directory, name))
+                continue
+            found.append(policy)
         except (OSError, ValueError, KeyError, TypeError, STSError) as exc:
             event(log, logging.WARNING, "mta-sts-cache-unreadable", file=name, error=str(exc))
     return found

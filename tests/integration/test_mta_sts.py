@@ -213,6 +213,21 @@ def test_policy_cache_survives_restart(make, peers, https) -> None:
     assert tls2.mta_sts is not None and tls2.mta_sts.cached("nomatch.test") is not None
 
 
+def test_expired_cached_policy_is_dropped_at_load(make, peers, https, tmp_path) -> None:
+    """RFC 8461 5.1: a policy past its max_age is not used again; its cache file is removed
+    when the cache is read after a restart."""
+    courier, _ = make()
+    send(courier, "bob@nomatch.test")
+    path = tmp_path / "mta-sts" / "nomatch.test.json"
+    kept = json.loads(path.read_text())
+    kept["fetched"] = kept["fetched"] - 2 * 31557600  # older than any max_age
+    path.write_text(json.dumps(kept))
+    _, tls2 = make(port=free_port(HTTPS_IP))  # restarted; the policy host is gone
+    assert tls2.mta_sts is not None
+    assert tls2.mta_sts.lookup("nomatch.test").policy is None
+    assert not path.exists()
+
+
 def test_tls_report_mailed_and_valid(make, peers, zone, tmp_path) -> None:
     """RFC 8460 3 (rua mailto), 4.4 (JSON report fields and types), 5.3 (the mail: headers,
     Subject, multipart/report; report-type=tlsrpt, application/tlsrpt+gzip attachment name)."""
