@@ -34,10 +34,13 @@ from geomail.log import event
 from geomail.login import Authenticator
 from geomail.maillog import MailLog
 from geomail.metrics import Labels, Metrics
+from geomail.policy.imap import IMAPPolicy
 from geomail.policy.inbound import InboundChecks
 from geomail.policy.pop3 import POP3Policy
 from geomail.policy.smtp import Services, SMTPPolicy
 from geomail.proto import reply as R
+from geomail.proto.imap import IMAPSettings
+from geomail.proto.imap_parser import ReaderLimits
 from geomail.proto.pop3_types import POP3Settings
 from geomail.proto.smtp_types import SMTPSettings
 from geomail.queue.control import ControlServer, socket_path
@@ -46,6 +49,7 @@ from geomail.queue.queue import Queue
 from geomail.routing import Router
 from geomail.safeio import Workers, run_blocking, write_atomic
 from geomail.server.http import HealthServer
+from geomail.server.imap_conn import IMAPService
 from geomail.server.listener import ConnectionBudget, ConnectionTracker, Listener
 from geomail.server.pop3_conn import POP3Service
 from geomail.server.smtp_conn import SMTPService
@@ -55,6 +59,7 @@ from geomail.spool import BytesBody
 from geomail.spool import sweep as sweep_spool
 from geomail.srs import SRS, load_keys
 from geomail.store.factory import open_store
+from geomail.store.maildir import MaildirStore
 from geomail.userdb import UserDB
 from geomail.web.challenges import ChallengeStore
 from geomail.web.site import PublicSite
@@ -63,7 +68,8 @@ log = logging.getLogger(__name__)
 
 SMTP_KINDS = ("smtp", "submission", "submissions")
 POP3_KINDS = ("pop3", "pop3s")
-IMPLICIT_TLS_KINDS = ("submissions", "pop3s")
+IMAP_KINDS = ("imap", "imaps")
+IMPLICIT_TLS_KINDS = ("submissions", "pop3s", "imaps")
 SMTP_REFUSALS = {
     "too-many-connections": R.R421_TOO_MANY_CONNECTIONS.wire,
     "too-many-from-ip": R.R421_TOO_MANY_FROM_IP.wire,
@@ -73,6 +79,11 @@ POP3_REFUSALS = {  # RFC 3206: SYS/TEMP, the client may retry later
     "too-many-connections": b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
     "too-many-from-ip": b"-ERR [SYS/TEMP] Too many connections from your address\r\n",
     "shutting-down": b"-ERR [SYS/TEMP] Server shutting down\r\n",
+}
+IMAP_REFUSALS = {  # RFC 9051 7.1.5: BYE as the greeting
+    "too-many-connections": b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+    "too-many-from-ip": b"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
+    "shutting-down": b"* BYE [UNAVAILABLE] Server shutting down\r\n",
 }
 
 
@@ -84,8 +95,8 @@ class App:
         limits = config.limits
         network = functools.partial(client_network, ipv4_prefix=limits.ipv4_prefix,
                                     ipv6_prefix=limits.ipv6_prefix)
-        # Port 25 (anyone) and the users' ports (submission, POP3) have separate budgets, so a
-        # flood on 25 cannot refuse the owner.
+        # Port 25 (anyone) and the users' ports (submission, POP3, IMAP) have separate budgets,
+        # so a flood on 25 cannot refuse the owner.
         self.budgets = {
             "smtp": ConnectionBudget(limits.max_connections, limits.max_connections_per_ip,
                                      network, ("max_connections", "max_connections_per_ip")),
@@ -103,7 +114,7 @@ class App:
         self.workers = Workers(limits.io_threads, limits.read_threads, limits.password_threads,
                                limits.verify_threads)
         self.metrics = Metrics(services=[lst.kind for lst in config.listeners
-                                         if lst.kind in SMTP_KINDS + POP3_KINDS])
+                                         if lst.kind in SMTP_KINDS + POP3_KINDS + IMAP_KINDS])
         self.maillog = MailLog(self.metrics)
         self.store = open_store(config.store, config.hostname, reader=self.workers.read)
         self.authenticator = Authenticator(UserDB(config.users), limits,
@@ -146,8 +157,10 @@ class App:
         self.policy = SMTPPolicy(config, self.services, os.path.join(config.data_dir, "spool"),
                                  self.maillog)
         self.mail_access = POP3Policy(self.authenticator, self.store)
+        self.imap_access = IMAPPolicy(self.authenticator, self._maildir_of, config.hostname,
+                                      reader=self.workers.read)
         self.listeners = [self._listener(lst) for lst in config.listeners
-                          if lst.kind in SMTP_KINDS + POP3_KINDS]
+                          if lst.kind in SMTP_KINDS + POP3_KINDS + IMAP_KINDS]
         self.http = [HealthServer(lst, self.problems, self.metrics.render, self.maillog)
                      for lst in config.listeners if lst.kind == "http"]
         self.challenges = ChallengeStore()  # ACME http-01 answers, served by the web site
@@ -162,7 +175,24 @@ class App:
         self.metrics.add_gauges(self._gauges)
         self._stopped = Event()
 
+    def _maildir_of(self, user: str) -> str:
+        """A user's maildir (IMAP needs store.format: maildir, the config checks it)."""
+        assert isinstance(self.store, MaildirStore)
+        return self.store.mailbox_path(user)
+
     def _listener(self, config: ListenerConfig) -> Listener:
+        if config.kind in IMAP_KINDS:
+            imap = IMAPService(
+                config.kind, self.imap_access,
+                IMAPSettings(tls_available=self.tls is not None and config.kind == "imap",
+                             allow_plaintext_auth=config.allow_plaintext_auth,
+                             max_bad_commands=self.config.limits.max_bad_commands,
+                             # APPEND: the message size every other way in allows
+                             limits=ReaderLimits(
+                                 max_message=self.config.limits.max_message_size)),
+                self.config.limits, self.tracker, self.tls, self.maillog)
+            return Listener(config, imap.serve, self.tracker, self.budgets["user"],
+                            _refusals(config, IMAP_REFUSALS), self.pool, self.maillog)
         if config.kind in POP3_KINDS:
             pop3 = POP3Service(
                 config.kind, self.mail_access,

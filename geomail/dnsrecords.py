@@ -104,6 +104,7 @@ def web_records(config: Config, domain: str) -> list[Record]:
     # RFC 6186 3.1 / RFC 8314 5.1: implicit TLS gets the lower (preferred) priority.
     for service, kind, priority in (("_submissions", "submissions", 0),
                                     ("_submission", "submission", 10),
+                                    ("_imaps", "imaps", 0), ("_imap", "imap", 10),
                                     ("_pop3s", "pop3s", 0), ("_pop3", "pop3", 10)):
         found = client_services(config, (kind,))
         name = _fqdn(f"{service}._tcp.{domain}")

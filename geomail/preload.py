@@ -23,6 +23,7 @@ MODULES = (
     "gevent.threadpool", "gevent._threading", "gevent.resolver.thread", "gevent.resolver.blocking",
     "gevent.ssl", "gevent.server", "gevent.baseserver", "gevent.pool", "gevent.queue",
     "gevent.lock", "gevent.event", "gevent.timeout", "gevent.socket", "gevent.select",
+    "pprint",  # a hub made late (at exit, in a thread) reads GEVENT_CONFIG.format_context
     # TLS, hashing, codecs
     "ssl", "hashlib", "hmac", "secrets", "base64", "binascii", "encodings.idna",
     "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.punycode",

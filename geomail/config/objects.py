@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from geomail.units import KiB, MiB
 
-LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http", "web", "webs")
+LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http",
+                  "web", "webs")
 WEB_KINDS = ("web", "webs")  # the public web site (docs/web.md)
 STORE_FORMATS = ("maildir", "mbox")
 
@@ -26,7 +27,7 @@ class ListenerConfig:
     @property
     def implicit_tls(self) -> bool:
         """True for the ports that speak TLS from the first byte (RFC 8314)."""
-        return self.kind in ("submissions", "pop3s")
+        return self.kind in ("submissions", "pop3s", "imaps")
 
     @property
     def address(self) -> str:
@@ -42,8 +43,8 @@ class Limits:
     max_recipients: int = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
     max_connections: int = 2000  # on listen.smtp (the public MX port)
     max_connections_per_ip: int = 20  # on listen.smtp, per client network
-    # submission, submissions, pop3 and pop3s: a budget of their own, so that a flood on port 25
-    # cannot refuse the users; per client network the parser's default is
+    # submission, submissions, pop3, pop3s, imap and imaps: a budget of their own, so that a
+    # flood on port 25 cannot refuse the users; per client network the parser's default is
     # max_connections_per_ip.
     max_user_connections: int = 200
     max_user_connections_per_ip: int = 20
@@ -69,6 +70,9 @@ class Limits:
     policy_timeout: float = 60.0  # a policy call (login, message store) gets this, then 4xx
     shutdown_grace: float = 30.0  # SIGTERM: time in-flight sessions get to finish
     pop3_timeout: float = 600.0  # RFC 1939 3: autologout timer of at least 10 minutes
+    # RFC 9051 5.4: IMAP logged in (and IDLE) autologout after at least 30 minutes of silence;
+    # before login IMAP uses pop3_timeout.
+    imap_idle_timeout: float = 1800.0
     max_connection_time: float = 3600.0  # total lifetime of one connection
     min_data_rate: int = 500  # octets/s of message data that earn more time (Postfix's default)
     spool_memory: int = 16 * MiB  # message bodies held in memory, all connections together

@@ -108,6 +108,7 @@ def _parse_limits(sec: _Section) -> Limits:
         policy_timeout=sec.get("policy_timeout", _positive_duration, d.policy_timeout),
         shutdown_grace=sec.get("shutdown_grace", parse_duration, d.shutdown_grace),
         pop3_timeout=sec.get("pop3_timeout", _positive_duration, d.pop3_timeout),
+        imap_idle_timeout=sec.get("imap_idle_timeout", _positive_duration, d.imap_idle_timeout),
         max_connection_time=sec.get(
             "max_connection_time", _positive_duration, d.max_connection_time
         ),
@@ -136,9 +137,11 @@ def _parse_listeners(sec: _Section) -> tuple[ListenerConfig, ...]:
                 if not address:
                     sec.problems.append(f"{path}.address: missing")
                     continue
-                if allow_plain and kind not in ("submission", "submissions", "pop3", "pop3s"):
+                if allow_plain and kind not in ("submission", "submissions", "pop3", "pop3s",
+                                                "imap", "imaps"):
                     sec.problems.append(
-                        f"{path}.allow_plaintext_auth: only submission and pop3 listeners log in"
+                        f"{path}.allow_plaintext_auth: only submission, pop3 and imap listeners "
+                        "log in"
                     )
             else:
                 address = item
@@ -491,6 +494,11 @@ def parse_config(raw: object, source: str = "") -> Config:
                 f"listen.http: {lst.address} is not a loopback address; "
                 "set 'http_allow_remote: true' to expose health and metrics"
             )
+    if store.format != "maildir":
+        for lst in listeners:
+            if lst.kind in ("imap", "imaps"):
+                problems.append(f"listen.{lst.kind}: IMAP needs store.format: maildir")
+                break
     if not any(lst.kind not in ("http", *WEB_KINDS) for lst in listeners):
         problems.append("listen: no smtp, submission or pop3 listener configured")
     seen_addresses: dict[tuple[str, int], str] = {}

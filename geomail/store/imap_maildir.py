@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import datetime
 import errno
 import fcntl
@@ -896,11 +895,10 @@ class FolderWatch:
 
     def __init__(self, directories: Sequence[str]) -> None:
         self._fd: int | None = None
-        libc_name = ctypes.util.find_library("c")
-        if not libc_name:
-            return
         try:
-            libc = ctypes.CDLL(libc_name, use_errno=True)
+            # The running process's own symbols (libc among them): unlike find_library
+            # this runs no ldconfig subprocess, which a thread of the pool could not do.
+            libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         except (OSError, AttributeError):
             return

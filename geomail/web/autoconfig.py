@@ -88,7 +88,7 @@ def parse_autodiscover_request(body: bytes) -> str:
 
 def _protocol(account: ET.Element, config: Config, service: ClientService, address: str) -> None:
     protocol = _sub(account, "Protocol")
-    _sub(protocol, "Type", "POP3" if service.protocol == "pop3" else "SMTP")
+    _sub(protocol, "Type", service.protocol.upper())
     _sub(protocol, "Server", config.hostname)
     _sub(protocol, "Port", str(service.port))
     _sub(protocol, "LoginName", address)
@@ -100,7 +100,8 @@ def _protocol(account: ET.Element, config: Config, service: ClientService, addre
 
 
 def autodiscover(config: Config, address: str) -> bytes:
-    """The POX response (outlook responseschema 2006a): the best POP3 and SMTP listener."""
+    """The POX response (outlook responseschema 2006a): the best IMAP/POP3 and SMTP
+    listener."""
     root = ET.Element("Autodiscover", xmlns=AUTODISCOVER_NS)
     response = _sub(root, "Response", xmlns=OUTLOOK_NS)
     account = _sub(response, "Account")
@@ -132,7 +133,7 @@ def apple_profile(config: Config, address: str, domain: str) -> bytes:
         "PayloadDisplayName": f"{address}",
         "EmailAccountDescription": f"{domain} mail",
         "EmailAccountName": address,
-        "EmailAccountType": "EmailTypePOP",
+        "EmailAccountType": "EmailTypeIMAP" if pop[0].protocol == "imap" else "EmailTypePOP",
         "EmailAddress": address,
         "IncomingMailServerHostName": config.hostname,
         "IncomingMailServerPortNumber": pop[0].port,

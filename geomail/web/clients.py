@@ -9,29 +9,31 @@ from dataclasses import dataclass
 from geomail.config.objects import Config, ListenerConfig
 
 # Preference order within each protocol (RFC 8314 5.1: implicit TLS preferred).
-# IMAP (another issue) will come first in INCOMING_KINDS ("imaps", "imap") when it exists.
-INCOMING_KINDS = ("pop3s", "pop3")
+# IMAP first: it keeps mail on the server, which is what clients on several devices want.
+INCOMING_KINDS = ("imaps", "imap", "pop3s", "pop3")
 OUTGOING_KINDS = ("submissions", "submission")
-PROTOCOL = {"pop3s": "pop3", "pop3": "pop3", "submissions": "smtp", "submission": "smtp"}
-STANDARD_PORT = {"submissions": 465, "submission": 587, "pop3s": 995, "pop3": 110}
+PROTOCOL = {"imaps": "imap", "imap": "imap", "pop3s": "pop3", "pop3": "pop3",
+            "submissions": "smtp", "submission": "smtp"}
+STANDARD_PORT = {"submissions": 465, "submission": 587, "imaps": 993, "imap": 143, "pop3s": 995,
+                 "pop3": 110}
 
 
 @dataclass(frozen=True, slots=True)
 class ClientService:
     """One listener as a client sees it."""
 
-    kind: str  # submissions, submission, pop3s, pop3
+    kind: str  # submissions, submission, imaps, imap, pop3s, pop3
     port: int
 
     @property
     def protocol(self) -> str:
-        """``pop3`` or ``smtp``."""
+        """``imap``, ``pop3`` or ``smtp``."""
         return PROTOCOL[self.kind]
 
     @property
     def implicit_tls(self) -> bool:
         """TLS from the first byte (RFC 8314 3); otherwise STARTTLS/STLS is required."""
-        return self.kind in ("submissions", "pop3s")
+        return self.kind in ("submissions", "imaps", "pop3s")
 
 
 def _public(listener: ListenerConfig) -> bool:

@@ -150,6 +150,7 @@ def test_dns_check_against_a_real_dns_server(tmp_path: Path):
               .txt("_dmarc.example.test", "v=DMARC1; p=reject")
               .txt("_smtp._tls.example.test", "v=TLSRPTv1; rua=mailto:postmaster@example.test")
               .srv("_submissions._tcp.example.test").srv("_submission._tcp.example.test")
+              .srv("_imaps._tcp.example.test").srv("_imap._tcp.example.test")
               .srv("_pop3s._tcp.example.test").srv("_pop3._tcp.example.test"))
     with server:
         text = raw_path.read_text() + f"relay: {{nameservers: ['{server.nameserver}']}}\n"

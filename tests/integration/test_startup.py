@@ -4,6 +4,7 @@ so that a service user who cannot read the interpreter, the venv or geomail stil
 
 from __future__ import annotations
 
+import imaplib
 import os
 import poplib
 import pwd
@@ -125,7 +126,8 @@ def test_every_path_works_after_dropping_to_a_user_who_cannot_read_the_code(
         raw = base_config(work, user="nobody", tls={"cert": tls_files["cert"],
                                                     "key": tls_files["key"]},
                           listen={"smtp": ["127.0.0.1:0"], "submissions": ["127.0.0.1:0"],
-                                  "pop3s": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]},
+                                  "pop3s": ["127.0.0.1:0"], "imaps": ["127.0.0.1:0"],
+                                  "http": ["127.0.0.1:0"]},
                           dkim={"selector": SELECTOR, "key": key_path},
                           relay={"nameservers": [zone.nameserver], "mx_port": mx_port,
                                  "retry": ["1s"], "delay_warning": 0, "dns_timeout": "2s"})
@@ -167,6 +169,18 @@ def test_every_path_works_after_dropping_to_a_user_who_cannot_read_the_code(
                 assert b"inbound" in b"\n".join(pop.retr(1)[1] + pop.retr(2)[1])
             finally:
                 pop.quit()
+            imap = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), timeout=20,
+                                     ssl_context=context)
+            try:  # RFC 9051: folders, a fetch and IDLE's inotify watch, after the drop
+                imap.login("alice@example.com", PASSWORD)
+                assert imap.select("INBOX") == ("OK", [b"2"])
+                assert b"inbound" in b"".join(imap.fetch("1:2", "(BODY.PEEK[])")[1][0])  # type: ignore[arg-type]
+                imap.send(b"i IDLE\r\n")
+                assert imap.readline().startswith(b"+")
+                imap.send(b"DONE\r\n")
+                assert imap.readline().startswith(b"i OK")
+            finally:
+                imap.logout()
             url = f"http://127.0.0.1:{server.port('http')}/metrics"
             with urllib.request.urlopen(url, timeout=10) as answer:
                 assert b"geomail_queue_messages" in answer.read()

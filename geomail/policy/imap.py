@@ -1,0 +1,65 @@
+"""IMAP policy: logins exactly as POP3's (shared throttling), then the user's Maildir folders;
+store requests run off the hub, reads in the read pool, changes in the I/O pool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from geomail.login import LoginChecker
+from geomail.proto.imap import LoginRefused
+from geomail.proto.imap_mailbox import (
+    FetchMessage,
+    ListFolders,
+    MailboxError,
+    MailStore,
+    StoreRequest,
+    StoreResult,
+    ViewFolder,
+    perform,
+)
+from geomail.proto.sasl import Credentials
+from geomail.safeio import Runner, run_blocking
+from geomail.store.imap_maildir import FolderWatch, MaildirMailStore
+
+READS = (ListFolders, ViewFolder, FetchMessage)
+
+
+class IMAPPolicy:
+    """Implements ``server.imap_conn.IMAPHandler``: every call is cooperative."""
+
+    def __init__(self, authenticator: LoginChecker, maildir_of: Callable[[str], str],
+                 hostname: str, reader: Runner = run_blocking,
+                 writer: Runner = run_blocking) -> None:
+        self.authenticator = authenticator
+        self.maildir_of = maildir_of  # the store's path of a user's maildir (store/maildir)
+        self.hostname = hostname
+        self.reader = reader
+        self.writer = writer
+
+    def authenticate(self, client_ip: str, credentials: Credentials) -> str | LoginRefused:
+        """The canonical user (argon2 in the niced pool, failures throttled), or why not."""
+        outcome = self.authenticator.authenticate(credentials.username, credentials.password,
+                                                  client_ip)  # as POP3Policy.authenticate
+        if not outcome.ok or not outcome.user:
+            return LoginRefused(blocked=outcome.blocked)
+        return outcome.user
+
+    def open_store(self, user: str) -> MaildirMailStore:
+        """The user's folders (no I/O until the first request)."""
+        return MaildirMailStore(self.maildir_of(user), self.hostname)
+
+    def perform(self, store: MailStore, request: StoreRequest) -> StoreResult:
+        """Carry out one request of the session in a thread."""
+        runner = self.reader if isinstance(request, READS) else self.writer
+        result: StoreResult = runner(perform, store, request)
+        return result
+
+    def watch(self, store: MaildirMailStore, name: str) -> FolderWatch | None:
+        """IDLE's watch on folder ``name``. On the hub, not in a thread: setting up inotify is a
+        few quick system calls, and ``ctypes.util.find_library`` runs ldconfig through
+        ``subprocess``, which gevent can only watch from the hub. None (the shell then polls)
+        when the folder is gone or cannot be watched."""
+        try:
+            return store.watch(name)
+        except MailboxError:
+            return None
