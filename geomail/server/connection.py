@@ -289,6 +289,42 @@ class Connection:
         return tls_description(sock)
 
 
+class BufferedConnection(Connection):
+    """A shell that gathers its responses and sends them in large writes (pipelined POP3
+    RETRs, big IMAP FETCH responses): ``queue`` them, ``flush`` before waiting for input."""
+
+    __slots__ = ("_out", "_out_size")
+
+    flush_at = 256 * 1024  # send once this much output is buffered
+
+    def __init__(self, service: Service[Any, Any], sock: socket.socket,
+                 address: tuple[str, int], on_end: Callable[[Connection], None]) -> None:
+        super().__init__(service, sock, address, on_end)
+        self._out: list[bytes] = []
+        self._out_size = 0
+
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= self.flush_at:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._out_size = 0
+            self.send(data)
+
+    def send_quietly(self, data: bytes) -> None:
+        """Send what is queued, then ``data``; ignore a client that is already gone."""
+        try:
+            self._flush()
+        except OSError:
+            return
+        super().send_quietly(data)
+
+
 def _tls_pending(sock: socket.socket) -> bool:
     """Decrypted bytes already inside the TLS layer: the socket will not poll readable."""
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0

@@ -42,14 +42,13 @@ from geomail.proto.imap_mailbox import (
 )
 from geomail.proto.reply import Close, StartTLS
 from geomail.proto.sasl import Credentials
-from geomail.server.connection import Connection, Service
+from geomail.server.connection import BufferedConnection, Connection, Service
 from geomail.server.policy_call import call_policy
 from geomail.store.imap_maildir import FolderWatch, MaildirMailStore
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 16384
-FLUSH_AT = 256 * 1024  # send once this much output is buffered (large FETCH responses)
 POLL_INTERVAL = FolderWatch.poll_interval  # IDLE without inotify: look this often
 BYE_SHUTDOWN = b"* BYE [UNAVAILABLE] Server shutting down\r\n"
 BYE_TIMEOUT = b"* BYE Autologout; idle for too long\r\n"
@@ -85,11 +84,10 @@ class IMAPService(Service[IMAPHandler, IMAPSettings]):
         IMAPConnection(self, sock, address, on_end).run()
 
 
-class IMAPConnection(Connection):
+class IMAPConnection(BufferedConnection):
     """One client connection: feeds the session and carries out its outputs."""
 
-    __slots__ = ("_greeted", "_idling", "_look", "_out", "_out_size", "_store", "_watch",
-                 "session")
+    __slots__ = ("_greeted", "_idling", "_look", "_store", "_watch", "session")
 
     service: IMAPService
 
@@ -106,8 +104,6 @@ class IMAPConnection(Connection):
         self._idling = False
         self._look = False  # look for changes once the IDLE watch is set up
         self._greeted = False
-        self._out: list[bytes] = []
-        self._out_size = 0
 
     @property
     def timeout(self) -> float:
@@ -286,26 +282,6 @@ class IMAPConnection(Connection):
 
     # ---- output -------------------------------------------------------------------------
 
-    def _queue(self, data: bytes) -> None:
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._out_size = 0
-            self.send(data)
-
     def _start_tls(self) -> None:
         self.start_tls(self.service.tls, self.service.limits)
 
-    def send_quietly(self, data: bytes) -> None:
-        """Send what is queued, then ``data``; ignore a client that is already gone."""
-        try:
-            self._flush()
-        except OSError:
-            return
-        super().send_quietly(data)

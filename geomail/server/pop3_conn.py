@@ -31,14 +31,13 @@ from geomail.proto.pop3_types import (
 )
 from geomail.proto.reply import Close, StartTLS
 from geomail.proto.sasl import Credentials
-from geomail.server.connection import Connection, Service
+from geomail.server.connection import BufferedConnection, Connection, Service
 from geomail.server.policy_call import call_policy
 from geomail.store.base import Maildrop
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 16384
-FLUSH_AT = 256 * 1024  # send once this much output is buffered (pipelined RETRs)
 BYE_SHUTDOWN = b"-ERR [SYS/TEMP] Server shutting down\r\n"
 BYE_TIMEOUT = b"-ERR Autologout; idle for too long\r\n"
 BYE_LIFETIME = b"-ERR Autologout; connection time limit reached\r\n"
@@ -66,10 +65,10 @@ class POP3Service(Service[POP3Handler, POP3Settings]):
         POP3Connection(self, sock, address, on_end).run()
 
 
-class POP3Connection(Connection):
+class POP3Connection(BufferedConnection):
     """One client connection: feeds the session and carries out its outputs."""
 
-    __slots__ = ("_greeted", "_maildrop", "_out", "_out_size", "session")
+    __slots__ = ("_greeted", "_maildrop", "session")
 
     service: POP3Service
 
@@ -83,8 +82,6 @@ class POP3Connection(Connection):
         self.session = POP3Session(service.settings, tls_active=service.kind == "pop3s")
         self._maildrop: Maildrop | None = None  # opened for the session, owned here
         self._greeted = False
-        self._out: list[bytes] = []
-        self._out_size = 0
 
     @property
     def timeout(self) -> float:
@@ -240,26 +237,6 @@ class POP3Connection(Connection):
             maildrop, self._maildrop = self._maildrop, None
             maildrop.close()
 
-    def _queue(self, data: bytes) -> None:
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._out_size = 0
-            self.send(data)
-
     def _start_tls(self) -> None:
         self.start_tls(self.service.tls, self.service.limits)
 
-    def send_quietly(self, data: bytes) -> None:
-        """Send what is queued, then ``data``; ignore a client that is already gone."""
-        try:
-            self._flush()
-        except OSError:
-            return
-        super().send_quietly(data)
