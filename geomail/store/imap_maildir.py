@@ -1010,6 +1010,7 @@ class MaildirMailStore:
     def append(self, name: str, message: bytes, flags: frozenset[str],
                date: datetime.datetime | None) -> Appended:
         with _faults():
+            self.mailboxes.ensure()
             if not self.mailboxes.exists(name) and not imap_mutf7.is_inbox(name):
                 raise MailboxError("NONEXISTENT", f"no mailbox {name!r}")
             folder = self._folder(name)
@@ -1019,6 +1020,7 @@ class MaildirMailStore:
 
     def copy(self, source: str, uids: Sequence[int], dest: str, move: bool) -> Copied:
         with _faults():
+            self.mailboxes.ensure()
             if not self.mailboxes.exists(dest) and not imap_mutf7.is_inbox(dest):
                 raise MailboxError("NONEXISTENT", f"no mailbox {dest!r}")
             folder, _ = self._known(source)
@@ -1040,6 +1042,9 @@ class MaildirMailStore:
     # -- internals --
 
     def _folder(self, name: str) -> MaildirFolder:
+        # The special-use folders exist before any use, not only after the first LIST: a
+        # client may APPEND to Sent first (RFC 6154 2).
+        self.mailboxes.ensure()
         return self.mailboxes.open(name)
 
     def _known(self, name: str) -> tuple[MaildirFolder, dict[int, Message]]:

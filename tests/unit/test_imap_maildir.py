@@ -63,6 +63,14 @@ def test_special_use_folders_created_and_listed(store: MaildirMailStore, root: P
     assert text.startswith("V\t2\n\n") and "Junk\n" in text
 
 
+def test_append_to_sent_before_any_list(store: MaildirMailStore, root: Path) -> None:
+    """RFC 6154 2 / RFC 9051 6.3.12: a client may APPEND to its Sent folder as its first
+    request; the special-use folders exist already (no TRYCREATE)."""
+    appended = store.append("Sent", b"Subject: s\r\n\r\nx\r\n", frozenset({"\\Seen"}), None)
+    assert appended.uid == 1
+    assert len(files(root / ".Sent")) == 1
+
+
 def test_create_with_parents_rename_delete(store: MaildirMailStore, root: Path) -> None:
     """RFC 9051 6.3.4 (parents created), 6.3.6 (children renamed), 6.3.5 (a mailbox with
     children becomes \\Noselect; a \\Noselect one with children cannot be deleted)."""
