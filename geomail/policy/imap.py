@@ -55,10 +55,8 @@ class IMAPPolicy:
         return result
 
     def watch(self, store: MaildirMailStore, name: str) -> FolderWatch | None:
-        """IDLE's watch on folder ``name``. On the hub, not in a thread: setting up inotify is a
-        few quick system calls, and ``ctypes.util.find_library`` runs ldconfig through
-        ``subprocess``, which gevent can only watch from the hub. None (the shell then polls)
-        when the folder is gone or cannot be watched."""
+        """IDLE's watch on folder ``name``, set up on the hub (a few quick system calls).
+        None (the shell then polls) when the folder is gone or cannot be watched."""
         try:
             return store.watch(name)
         except MailboxError:
