@@ -3,7 +3,11 @@ store requests run off the hub, reads in the read pool, changes in the I/O pool.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from typing import Any
+
+from gevent.monkey import get_original
 
 from geomail.login import LoginChecker
 from geomail.proto.imap import LoginRefused
@@ -35,6 +39,11 @@ class IMAPPolicy:
         self.hostname = hostname
         self.reader = reader
         self.writer = writer
+        # One request at a time per store: a call cut at policy_timeout goes on in its
+        # thread, and the session's next request must not run beside it.
+        # (a native lock: it is taken in the pool's threads, never on the hub)
+        self._locks: weakref.WeakKeyDictionary[MailStore, Any] = weakref.WeakKeyDictionary()
+        self._new_lock = get_original("_thread", "allocate_lock")
 
     def authenticate(self, client_ip: str, credentials: Credentials) -> str | LoginRefused:
         """The canonical user (argon2 in the niced pool, failures throttled), or why not."""
@@ -51,7 +60,8 @@ class IMAPPolicy:
     def perform(self, store: MailStore, request: StoreRequest) -> StoreResult:
         """Carry out one request of the session in a thread."""
         runner = self.reader if isinstance(request, READS) else self.writer
-        result: StoreResult = runner(perform, store, request)
+        lock = self._locks.setdefault(store, self._new_lock())
+        result: StoreResult = runner(_one_at_a_time, lock, store, request)
         return result
 
     def watch(self, store: MaildirMailStore, name: str) -> FolderWatch | None:
@@ -61,3 +71,8 @@ class IMAPPolicy:
             return store.watch(name)
         except MailboxError:
             return None
+
+
+def _one_at_a_time(lock: Any, store: MailStore, request: StoreRequest) -> StoreResult:
+    with lock:
+        return perform(store, request)
