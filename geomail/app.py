@@ -59,6 +59,7 @@ from geomail.spool import BytesBody
 from geomail.spool import sweep as sweep_spool
 from geomail.srs import SRS, load_keys
 from geomail.store.factory import open_store
+from geomail.store.imap_cache import IMAPCache
 from geomail.store.maildir import MaildirStore
 from geomail.userdb import UserDB
 from geomail.web.challenges import ChallengeStore
@@ -158,7 +159,8 @@ class App:
                                  self.maillog)
         self.mail_access = POP3Policy(self.authenticator, self.store)
         self.imap_access = IMAPPolicy(self.authenticator, self._maildir_of, config.hostname,
-                                      reader=self.workers.read)
+                                      reader=self.workers.read,
+                                      cache=IMAPCache(config.limits.imap_cache_messages))
         self.listeners = [self._listener(lst) for lst in config.listeners
                           if lst.kind in SMTP_KINDS + POP3_KINDS + IMAP_KINDS]
         self.http = [HealthServer(lst, self.problems, self.metrics.render, self.maillog)
@@ -189,7 +191,10 @@ class App:
                              max_bad_commands=self.config.limits.max_bad_commands,
                              # APPEND: the message size every other way in allows
                              limits=ReaderLimits(
-                                 max_message=self.config.limits.max_message_size)),
+                                 max_line=self.config.limits.imap_max_line,
+                                 max_literal=self.config.limits.imap_max_literal,
+                                 max_message=self.config.limits.max_message_size,
+                                 max_command=self.config.limits.imap_max_command)),
                 self.config.limits, self.tracker, self.tls, self.maillog)
             return Listener(config, imap.serve, self.tracker, self.budgets["user"],
                             _refusals(config, IMAP_REFUSALS), self.pool, self.maillog)
@@ -282,6 +287,7 @@ class App:
             self.pool.join(timeout=5)
             self.tracker.wait_all_ended(5)
         self.control.stop()
+        self.imap_access.notifier.close()  # IDLE's inotify instance; the connections are gone
         if self.certificates is not None:
             self.certificates.stop()
         if self.tls_reports is not None:  # before the queue: a report round may be queuing

@@ -73,6 +73,14 @@ class Limits:
     # RFC 9051 5.4: IMAP logged in (and IDLE) autologout after at least 30 minutes of silence;
     # before login IMAP uses pop3_timeout.
     imap_idle_timeout: float = 1800.0
+    # IMAP command limits besides APPEND's message (max_message_size): one line without its
+    # CRLF (RFC 7162 4: clients keep lines under 8192 octets), a literal, a whole command.
+    imap_max_line: int = 64 * KiB
+    imap_max_literal: int = 64 * KiB
+    imap_max_command: int = 256 * KiB
+    # Messages whose scans, sizes, dates and ENVELOPE/BODYSTRUCTURE all sessions share in
+    # memory (store/imap_cache): about 1 KiB each.
+    imap_cache_messages: int = 200_000
     max_connection_time: float = 3600.0  # total lifetime of one connection
     min_data_rate: int = 500  # octets/s of message data that earn more time (Postfix's default)
     spool_memory: int = 16 * MiB  # message bodies held in memory, all connections together

@@ -42,12 +42,14 @@ from geomail.config.values import (
     _positive_duration,
     _positive_size,
     _Section,
+    _size_range,
     _str,
     parse_duration,
     parse_hostport,
 )
 from geomail.config.web_schema import parse_web
 from geomail.errors import ConfigError
+from geomail.units import KiB, MiB
 
 
 def _line_limit(value: object) -> int:
@@ -109,6 +111,13 @@ def _parse_limits(sec: _Section) -> Limits:
         shutdown_grace=sec.get("shutdown_grace", parse_duration, d.shutdown_grace),
         pop3_timeout=sec.get("pop3_timeout", _positive_duration, d.pop3_timeout),
         imap_idle_timeout=sec.get("imap_idle_timeout", _positive_duration, d.imap_idle_timeout),
+        imap_max_line=sec.get("imap_max_line", _size_range(1024, MiB), d.imap_max_line),
+        imap_max_literal=sec.get("imap_max_literal", _size_range(1024, 64 * MiB),
+                                 d.imap_max_literal),
+        imap_max_command=sec.get("imap_max_command", _size_range(8 * KiB, 64 * MiB),
+                                 d.imap_max_command),
+        imap_cache_messages=sec.get("imap_cache_messages", _int_range(0, 100_000_000),
+                                    d.imap_cache_messages),
         max_connection_time=sec.get(
             "max_connection_time", _positive_duration, d.max_connection_time
         ),

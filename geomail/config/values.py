@@ -183,6 +183,16 @@ def _positive_size(value: object) -> int:
     return size
 
 
+def _size_range(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        size = parse_size(value)
+        if not low <= size <= high:
+            raise ValueError(f"expected a size from {low} to {high} octets, got {value!r}")
+        return size
+
+    return parse
+
+
 def _positive_duration(value: object) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:

@@ -10,6 +10,7 @@ from typing import Any
 from gevent.monkey import get_original
 
 from geomail.login import LoginChecker
+from geomail.policy.folder_notify import FolderNotifier, Subscription
 from geomail.proto.imap import LoginRefused
 from geomail.proto.imap_mailbox import (
     FetchMessage,
@@ -23,7 +24,8 @@ from geomail.proto.imap_mailbox import (
 )
 from geomail.proto.sasl import Credentials
 from geomail.safeio import Runner, run_blocking
-from geomail.store.imap_maildir import FolderWatch, MaildirMailStore
+from geomail.store.imap_cache import IMAPCache
+from geomail.store.imap_maildir import MaildirMailStore
 
 READS = (ListFolders, ViewFolder, FetchMessage)
 
@@ -33,8 +35,11 @@ class IMAPPolicy:
 
     def __init__(self, authenticator: LoginChecker, maildir_of: Callable[[str], str],
                  hostname: str, reader: Runner = run_blocking,
-                 writer: Runner = run_blocking) -> None:
+                 writer: Runner = run_blocking, notifier: FolderNotifier | None = None,
+                 cache: IMAPCache | None = None) -> None:
         self.authenticator = authenticator
+        self.notifier = notifier if notifier is not None else FolderNotifier()
+        self.cache = cache if cache is not None else IMAPCache()  # every session's
         self.maildir_of = maildir_of  # the store's path of a user's maildir (store/maildir)
         self.hostname = hostname
         self.reader = reader
@@ -55,7 +60,7 @@ class IMAPPolicy:
 
     def open_store(self, user: str) -> MaildirMailStore:
         """The user's folders (no I/O until the first request)."""
-        return MaildirMailStore(self.maildir_of(user), self.hostname)
+        return MaildirMailStore(self.maildir_of(user), self.hostname, self.cache)
 
     def perform(self, store: MailStore, request: StoreRequest) -> StoreResult:
         """Carry out one request of the session in a thread."""
@@ -64,13 +69,16 @@ class IMAPPolicy:
         result: StoreResult = runner(_one_at_a_time, lock, store, request)
         return result
 
-    def watch(self, store: MaildirMailStore, name: str) -> FolderWatch | None:
-        """IDLE's watch on folder ``name``, set up on the hub (a few quick system calls).
-        None (the shell then polls) when the folder is gone or cannot be watched."""
+    def watch(self, store: MaildirMailStore, name: str,
+              wake: Callable[[], None]) -> Subscription | None:
+        """IDLE's subscription to folder ``name`` (the process's one inotify instance), set
+        up on the hub (a few quick system calls). None (the shell then polls) when the
+        folder is gone or cannot be watched."""
         try:
-            return store.watch(name)
+            directories = store.watch_paths(name)
         except MailboxError:
             return None
+        return self.notifier.subscribe(directories, wake)
 
 
 def _one_at_a_time(lock: Any, store: MailStore, request: StoreRequest) -> StoreResult:

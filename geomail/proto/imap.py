@@ -27,7 +27,9 @@ modseqs) and finds changes by asking ``ViewFolder`` again at NOOP, CHECK, IDLE a
 APPEND/COPY/MOVE/EXPUNGE; untagged EXPUNGE is never sent during FETCH, STORE or SEARCH
 (RFC 9051 7.5.1). Malformed commands get ``BAD`` with the parser's reason; nothing raises.
 QRESYNC's VANISHED (EARLIER) names the gaps among the UIDs (RFC 7162 3.2.10 allows UIDs the
-client never saw), so the store keeps no expunge history. Not implemented: UTF8=ACCEPT, the
+client never saw), so the store keeps no expunge history. Mailbox names are UTF-8 once the
+client enabled IMAP4rev2 (RFC 9051 5.1), modified UTF-7 before. Not implemented: UTF8=ACCEPT
+for IMAP4rev1 clients (RFC 9755), the
 \\Recent flag (rev1 ``RECENT`` is always 0), CONDSTORE's ``MODSEQ`` search entry types (a
 plain MODSEQ search works), QRESYNC's sequence-match hint (ignored).
 """
@@ -42,9 +44,10 @@ import re
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import cast
 
 from geomail.proto import imap_mutf7
-from geomail.proto.imap_fetch import ParsedMessage, UnknownEncoding
+from geomail.proto.imap_fetch import ParsedMessage, Summary, UnknownEncoding
 from geomail.proto.imap_mailbox import (
     CANNOT,
     NONEXISTENT,
@@ -56,6 +59,8 @@ from geomail.proto.imap_mailbox import (
     DeleteFolder,
     ExpungeMessages,
     FetchMessage,
+    FetchMessages,
+    FetchSummaries,
     FolderInfo,
     FolderView,
     ListFolders,
@@ -441,12 +446,28 @@ class IMAPSession:
             raise _Refused("NO", "Try again later", "UNAVAILABLE")
         return result
 
+    def _store_batch(self, request: FetchMessages | FetchSummaries
+                     ) -> Generator[Output | _Signal, object, Sequence[tuple[int, object]]]:
+        """A batch request's (uid, bytes or summary or None) pairs, at least one."""
+        result = yield from self._store(request)
+        if isinstance(result, MailboxError):
+            raise self._failed(result)
+        assert isinstance(result, Sequence) and result
+        return cast(Sequence[tuple[int, object]], result)
+
+    @property
+    def _utf8_names(self) -> bool:
+        """RFC 9051 5.1 (and RFC 9755 1: IMAP4rev2 includes UTF8=ACCEPT): once a client has
+        enabled IMAP4rev2, mailbox names travel as UTF-8; before, in modified UTF-7."""
+        return "IMAP4REV2" in self.enabled
+
     def _mailbox_name(self, name: str) -> str:
-        """The client's name (modified UTF-7) to ours, checked (RFC 9051 5.1)."""
+        """The client's name (modified UTF-7, or UTF-8 under IMAP4rev2) to ours, checked
+        (RFC 9051 5.1)."""
         if imap_mutf7.is_inbox(name):
             return "INBOX"
         try:
-            decoded = imap_mutf7.decode(name)
+            decoded = name if self._utf8_names else imap_mutf7.decode(name)
         except imap_mutf7.MUTF7Error as error:
             raise _Refused("NO", f"Bad mailbox name: {error}", CANNOT) from None
         reason = imap_mutf7.check_name(decoded)
@@ -454,9 +475,10 @@ class IMAPSession:
             raise _Refused("NO", f"Bad mailbox name: {reason}", CANNOT)
         return decoded
 
-    @staticmethod
-    def _wire_name(name: str) -> str:
-        return "INBOX" if name == "INBOX" else imap_mutf7.encode(name)
+    def _wire_name(self, name: str) -> str:
+        if name == "INBOX" or self._utf8_names:
+            return name
+        return imap_mutf7.encode(name)
 
     @staticmethod
     def _failed(error: MailboxError, trycreate: bool = False) -> _Refused:
@@ -535,7 +557,7 @@ class IMAPSession:
 
     def _flags_response(self, info: MessageInfo, uid: bool) -> bytes:
         items = [f"FLAGS {flag_list(info.flags).text}"]
-        if uid:
+        if uid or "CONDSTORE" in self.enabled:  # RFC 7162 3.2.4: UID and MODSEQ, always
             items.append(f"UID {info.uid}")
         if "CONDSTORE" in self.enabled:
             items.append(f"MODSEQ ({info.modseq})")
@@ -839,8 +861,12 @@ class IMAPSession:
                 continue
             if special_only and not folder.special_use:
                 continue
+            if not folder.exists and not (subscribed_only or kind == "LSUB"):
+                continue
             attributes = ["\\HasChildren" if folder.has_children else "\\HasNoChildren"]
-            if folder.noselect:
+            if not folder.exists:  # RFC 5258 3.4 (LSUB: RFC 3501 6.3.9's \Noselect)
+                attributes = ["\\Noselect"] if kind == "LSUB" else ["\\NonExistent"]
+            elif folder.noselect:
                 attributes.append("\\Noselect")
             if show_subscribed and folder.subscribed and kind == "LIST":
                 attributes.append("\\Subscribed")
@@ -921,10 +947,10 @@ class IMAPSession:
     def _close(self, command: Command) -> Task:
         selected = self.selected
         assert selected is not None
-        if command.name == "CLOSE" and not selected.readonly:
-            deleted = tuple(m.uid for m in selected.messages if "\\Deleted" in m.flags)
-            if deleted:
-                yield from self._store(ExpungeMessages(selected.name, deleted))
+        if command.name == "CLOSE" and not selected.readonly and selected.messages:
+            # the store expunges those that carry \\Deleted now, marked by whichever session
+            known = tuple(m.uid for m in selected.messages)
+            yield from self._store(ExpungeMessages(selected.name, known))
         self.selected = None
         self.state = State.AUTHENTICATED
         yield self._ok(f"{command.name} completed")
@@ -936,10 +962,12 @@ class IMAPSession:
         if selected.readonly:
             raise _Refused("NO", "Mailbox is read-only", "READ-ONLY")
         wanted = set(self._uids(arguments.uids, True)) if arguments.uids is not None else None
-        deleted = tuple(m.uid for m in selected.messages if "\\Deleted" in m.flags
-                        and (wanted is None or m.uid in wanted))
-        if deleted:
-            result = yield from self._store(ExpungeMessages(selected.name, deleted))
+        # RFC 9051 6.4.3: all messages with \\Deleted, also those another session marked and
+        # this one has not heard of yet: the store looks at the flags as they are now
+        candidates = tuple(m.uid for m in selected.messages
+                           if wanted is None or m.uid in wanted)
+        if candidates:
+            result = yield from self._store(ExpungeMessages(selected.name, candidates))
             if isinstance(result, MailboxError):
                 raise self._failed(result)
         yield from self._sync(command.uid)
@@ -975,42 +1003,62 @@ class IMAPSession:
                 attributes.append(FetchAttribute("MODSEQ"))
         elif any(a.name == "MODSEQ" for a in attributes):
             self.enabled.add("CONDSTORE")
-        needs_body = any(a.name not in ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ")
-                         for a in attributes)
+        needs_body = any(a.name not in _FROM_VIEW and not _from_summary(a) for a in attributes)
+        needs_summary = not needs_body and any(_from_summary(a) for a in attributes)
         sets_seen = not selected.readonly and any(
             (a.name in ("RFC822", "RFC822.TEXT") or (a.name in ("BODY", "BINARY")
              and a.section is not None)) and not a.peek for a in attributes)
+        wanted = [uid for uid in uids if (info := self._info(uid)) is not None
+                  and (arguments.changedsince is None or info.modseq > arguments.changedsince)]
         gone = False
-        for uid in uids:
-            info = self._info(uid)
-            if info is None:
-                continue
-            if arguments.changedsince is not None and info.modseq <= arguments.changedsince:
-                continue
-            parsed: ParsedMessage | None = None
+        done = 0
+        while done < len(wanted):
+            # A batch of messages in one store call: the bytes (as many as FETCH_BATCH_BYTES
+            # hold), or their summaries, or nothing beyond the view.
+            batch: Sequence[tuple[int, object]]
             if needs_body:
-                data = yield from self._store(FetchMessage(selected.name, uid))
-                if not isinstance(data, bytes):
-                    gone = True
-                    continue
-                parsed = ParsedMessage(data)
-            flags_changed = False
-            if sets_seen and "\\Seen" not in info.flags:
-                result = yield from self._store(StoreFlags(selected.name, (uid,), "+",
+                batch = yield from self._store_batch(
+                    FetchMessages(selected.name, tuple(wanted[done:done + FETCH_BATCH]),
+                                  FETCH_BATCH_BYTES))
+            elif needs_summary:
+                batch = yield from self._store_batch(
+                    FetchSummaries(selected.name, tuple(wanted[done:done + FETCH_BATCH])))
+            else:
+                batch = [(uid, None) for uid in wanted[done:]]
+            done += len(batch)
+            present = [(uid, found) for uid, found in batch
+                       if found is not None or not (needs_body or needs_summary)]
+            gone = gone or len(present) < len(batch)
+            seen: dict[int, MessageInfo] = {}
+            unseen = tuple(uid for uid, _ in present
+                           if sets_seen and (info := self._info(uid)) is not None
+                           and "\\Seen" not in info.flags)
+            if unseen:  # RFC 9051 6.4.5: BODY[...] (not PEEK) sets \Seen, once per batch
+                result = yield from self._store(StoreFlags(selected.name, unseen, "+",
                                                            frozenset({"\\Seen"})))
-                if isinstance(result, Sequence) and result:
-                    new = result[0]
-                    assert isinstance(new, MessageInfo)
-                    self._set_info(new)
-                    info = new
-                    flags_changed = True
-            try:
-                items = _fetch_items(info, attributes, parsed, "CONDSTORE" in self.enabled)
-            except UnknownEncoding as error:
-                raise _Refused("NO", f"Cannot decode: {error}", "UNKNOWN-CTE") from None
-            if flags_changed and not any(a.name == "FLAGS" for a in attributes):
-                items += b" FLAGS " + flag_list(info.flags).text.encode()
-            yield Send(untagged(f"{self._seq_of(uid)} FETCH (".encode() + items + b")"))
+                if isinstance(result, Sequence):
+                    for new in result:
+                        assert isinstance(new, MessageInfo)
+                        self._set_info(new)
+                        seen[new.uid] = new
+            for uid, found in present:
+                info = self._info(uid)
+                if info is None:
+                    continue
+                try:
+                    items = _fetch_items(
+                        info, attributes,
+                        ParsedMessage(found) if isinstance(found, bytes) else None,
+                        "CONDSTORE" in self.enabled,
+                        found if isinstance(found, Summary) else None)
+                except UnknownEncoding as error:
+                    raise _Refused("NO", f"Cannot decode: {error}", "UNKNOWN-CTE") from None
+                if uid in seen and not any(a.name == "FLAGS" for a in attributes):
+                    items += b" FLAGS " + flag_list(info.flags).text.encode()
+                if uid in seen and "CONDSTORE" in self.enabled \
+                        and not any(a.name == "UID" for a in attributes):
+                    items += f" UID {uid}".encode()  # RFC 7162 3.2.4: \Seen set implicitly
+                yield Send(untagged(f"{self._seq_of(uid)} FETCH (".encode() + items + b")"))
         if gone:
             raise _Refused("NO", "Some messages were expunged", "EXPUNGEISSUED")
         yield self._ok(f"{'UID ' if command.uid else ''}FETCH completed")
@@ -1082,6 +1130,8 @@ class IMAPSession:
         data = self._remove(moved.__contains__)
         if data:
             yield Send(data)
+        if dest == selected.name:  # the moved messages are back under new UIDs: EXISTS
+            yield from self._sync(command.uid)
         yield self._ok(f"{prefix}MOVE completed")
 
     def _search(self, command: Command) -> Task:
@@ -1212,12 +1262,29 @@ def _section_name(attribute: FetchAttribute) -> str:
     return label
 
 
+FETCH_BATCH = 256  # messages per store call in a FETCH
+FETCH_BATCH_BYTES = 1 << 20  # and at most about this many octets of them
+_FROM_VIEW = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
+
+
+def _from_summary(attribute: FetchAttribute) -> bool:
+    """An item the message's ``Summary`` holds (no need for the message's bytes)."""
+    return attribute.name in ("ENVELOPE", "BODYSTRUCTURE") or (
+        attribute.name == "BODY" and attribute.section is None)
+
+
 def _fetch_items(info: MessageInfo, attributes: Sequence[FetchAttribute],
-                 parsed: ParsedMessage | None, condstore: bool) -> bytes:
+                 parsed: ParsedMessage | None, condstore: bool,
+                 summary: Summary | None = None) -> bytes:
     items: list[bytes] = []
     for attribute in attributes:
         name = attribute.name
         value: Value
+        if summary is not None and _from_summary(attribute):
+            rendered = {"ENVELOPE": summary.envelope, "BODYSTRUCTURE": summary.bodystructure,
+                        "BODY": summary.body}[name]
+            items.append(name.encode() + b" " + rendered)
+            continue
         if name == "UID":
             items.append(f"UID {info.uid}".encode())
             continue
@@ -1255,7 +1322,10 @@ def _fetch_items(info: MessageInfo, attributes: Sequence[FetchAttribute],
             elif name == "BINARY":
                 section = attribute.section
                 data = parsed.binary(section.part if section else ())
-                value = Literal8(_partial(data, attribute.partial)) if data is not None else None
+                # literal8 only when needed (NUL octets, RFC 9051 4.3.1), as Dovecot does:
+                # imaplib-based clients (imapclient) cannot read ~{n}
+                chunk = _partial(data, attribute.partial) if data is not None else None
+                value = Literal8(chunk) if chunk is not None and b"\0" in chunk else chunk
                 items.append(_section_name(attribute).encode() + b" " + render(value))
                 continue
             else:  # BODY[section]

@@ -13,9 +13,10 @@ import email
 import email.policy
 import email.utils
 import quopri
+from dataclasses import dataclass
 from email.message import Message
 
-from geomail.proto.imap_render import Multipart, Value
+from geomail.proto.imap_render import Multipart, Value, render
 from geomail.proto.imap_types import Section
 
 CRLF = b"\r\n"
@@ -23,6 +24,8 @@ CRLF = b"\r\n"
 
 def crlf(data: bytes) -> bytes:
     """Every line end as CRLF (IMAP's canonical form, RFC 9051 2.3.3)."""
+    if b"\r" not in data:  # Maildir's LF line ends: one pass
+        return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -30,12 +33,37 @@ class UnknownEncoding(Exception):
     """A Content-Transfer-Encoding we cannot decode, or broken base64."""
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a client's first sync asks of every message, rendered once (and kept by the
+    store, ``store/imap_cache``): ENVELOPE, BODYSTRUCTURE and BODY (RFC 9051 7.5.2)."""
+
+    envelope: bytes
+    bodystructure: bytes
+    body: bytes
+
+
+def summarize(data: bytes) -> Summary:
+    """The ``Summary`` of a message's bytes."""
+    parsed = ParsedMessage(data)
+    return Summary(render(parsed.envelope()), render(parsed.bodystructure(True)),
+                   render(parsed.bodystructure(False)))
+
+
 class ParsedMessage:
-    """One message (CRLF line ends), parsed once for all the items of a FETCH."""
+    """One message (CRLF line ends) for all the items of a FETCH, parsed only when an item
+    needs its structure (``BODY[]``, ``RFC822``, ``BODY[HEADER]`` and ``BODY[TEXT]`` do
+    not)."""
 
     def __init__(self, data: bytes) -> None:
         self.data = crlf(data)
-        self.message = email.message_from_bytes(self.data, policy=email.policy.compat32)
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            self._message = email.message_from_bytes(self.data, policy=email.policy.compat32)
+        return self._message
 
     def header_bytes(self) -> bytes:
         """RFC822.HEADER / BODY[HEADER]: the header and the blank line after it."""

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from geomail.proto.imap_fetch import Summary
+
 # RFC 9051 7.1 response codes a store failure maps to
 NONEXISTENT = "NONEXISTENT"
 ALREADYEXISTS = "ALREADYEXISTS"
@@ -48,13 +50,16 @@ class MailboxError(Exception):
 @dataclass(frozen=True, slots=True)
 class FolderInfo:
     """One mailbox for LIST (RFC 9051 6.3.9, RFC 6154, RFC 5258 CHILDREN): ``special_use`` e.g.
-    ``{"\\Sent", "\\Trash"}``; ``noselect`` for a level that exists only as a parent."""
+    ``{"\\Sent", "\\Trash"}``; ``noselect`` for a level that exists only as a parent;
+    ``exists`` False for a subscribed name without a mailbox (only LSUB and LIST (SUBSCRIBED)
+    show it: RFC 9051 6.3.7, RFC 5258 3.4 ``\\NonExistent``)."""
 
     name: str
     special_use: frozenset[str] = frozenset()
     has_children: bool = False
     subscribed: bool = False
     noselect: bool = False
+    exists: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,17 @@ class MailStore(Protocol):
         is gone."""
         ...
 
+    def fetch_many(self, name: str, uids: Sequence[int],
+                   max_bytes: int) -> Sequence[tuple[int, bytes | None]]:
+        """``fetch`` of the first of ``uids`` and of as many following ones as fit in
+        ``max_bytes`` together (at least one), in order: one call for many small messages."""
+        ...
+
+    def summaries(self, name: str, uids: Sequence[int]) -> Sequence[tuple[int, Summary | None]]:
+        """``imap_fetch.summarize`` of each message of ``uids`` (None when gone), in order;
+        a store may keep them (messages never change)."""
+        ...
+
     def store_flags(self, name: str, uids: Sequence[int], mode: str, flags: frozenset[str],
                     unchangedsince: int | None = None) -> Sequence[MessageInfo]:
         """STORE (RFC 9051 6.4.6): ``mode`` ``"+"`` add, ``"-"`` remove, ``""`` replace. Returns
@@ -150,8 +166,8 @@ class MailStore(Protocol):
         ...
 
     def expunge(self, name: str, uids: Sequence[int]) -> Sequence[int]:
-        """Remove those of ``uids`` that carry ``\\Deleted`` (the session passes only those);
-        returns the UIDs actually removed."""
+        """Remove those of ``uids`` that carry ``\\Deleted`` now (the session passes every UID
+        it may expunge: another session may have set the flag); returns the UIDs removed."""
         ...
 
 
@@ -197,6 +213,19 @@ class FetchMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchMessages:
+    name: str
+    uids: tuple[int, ...]
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSummaries:
+    name: str
+    uids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StoreFlags:
     name: str
     uids: tuple[int, ...]
@@ -228,10 +257,11 @@ class ExpungeMessages:
 
 
 StoreRequest = (ListFolders | CreateFolder | DeleteFolder | RenameFolder | SubscribeFolder
-                | ViewFolder | FetchMessage | StoreFlags | AppendMessage | CopyMessages
-                | ExpungeMessages)
+                | ViewFolder | FetchMessage | FetchMessages | FetchSummaries | StoreFlags
+                | AppendMessage | CopyMessages | ExpungeMessages)
 StoreResult = (Sequence[FolderInfo] | FolderView | bytes | Sequence[MessageInfo] | Appended
-               | Copied | Sequence[int] | None | MailboxError)
+               | Copied | Sequence[int] | Sequence[tuple[int, bytes | None]]
+               | Sequence[tuple[int, Summary | None]] | None | MailboxError)
 
 
 def perform(store: MailStore, request: StoreRequest) -> StoreResult:
@@ -253,6 +283,10 @@ def perform(store: MailStore, request: StoreRequest) -> StoreResult:
                 return store.view(name)
             case FetchMessage(name, uid):
                 return store.fetch(name, uid)
+            case FetchMessages(name, uids, max_bytes):
+                return store.fetch_many(name, uids, max_bytes)
+            case FetchSummaries(name, uids):
+                return store.summaries(name, uids)
             case StoreFlags(name, uids, mode, flags, since):
                 return store.store_flags(name, uids, mode, flags, since)
             case AppendMessage(name, message, flags, date):

@@ -16,6 +16,8 @@ for the next byte or the timeout instead. A sleeping greenlet keeps its saved C 
 Python frames; a watcher is far smaller, so thousands of idle clients cost little (figures:
 bench/README.md). The first byte spawns a fresh greenlet that carries on where the last
 one stopped: all conversation state lives in the connection object, not on the stack.
+``nudge`` wakes a waiting or parked connection for a reason of the server's (IMAP IDLE: the
+folder changed), so an idling client costs no more than any other silent one.
 """
 
 from __future__ import annotations
@@ -70,15 +72,19 @@ class Parked(Exception):
     """Raised by ``receive``: the conversation now waits on a watcher; the greenlet may end."""
 
 
+class Nudged(Exception):
+    """Raised by ``receive``: ``nudge`` was called while (or before) it waited."""
+
+
 class Connection:
     """Base of the protocol shells. Subclasses implement ``converse`` (the read loop, calling
     ``receive`` and ``restart_deadline``), ``timeout`` (the time the client has for what it
     owes now), ``idle`` (no transaction in progress) and the goodbye lines; ``serve`` runs the
     first greenlet."""
 
-    __slots__ = ("_deadline", "_end_of_life", "_greenlet", "_on_end", "_parked",
-                 "_short_timeout", "_waiting", "_watchers", "client", "service", "session_id",
-                 "sock")
+    __slots__ = ("_deadline", "_end_of_life", "_greenlet", "_nudged", "_on_end", "_parked",
+                 "_readable", "_short_timeout", "_waiting", "_watchers", "client", "service",
+                 "session_id", "sock")
 
     goodbye_shutdown = b""
     goodbye_timeout = b""
@@ -96,6 +102,8 @@ class Connection:
         self._greenlet: gevent.Greenlet | None = None
         self._waiting = False
         self._parked = False
+        self._nudged = False
+        self._readable = False  # the last park ended because the client sent something
         self._short_timeout = False  # the socket timeout is receive's, not the send limit
         self._watchers: tuple[Any, Any] | None = None
         now = time.monotonic()
@@ -186,15 +194,24 @@ class Connection:
         """What to say when a deadline passed: the lifetime limit or the record's."""
         return self.goodbye_lifetime if self.lifetime_over else self.goodbye_timeout
 
-    def receive(self, size: int) -> bytes:
+    def receive(self, size: int, park_now: bool = False, poll: float | None = None) -> bytes:
         """The next bytes from the client (b"" at end of stream). Raises TimeoutError when the
-        deadline passes first, Parked when the wait moves to a watcher. The deadline is not
-        moved by what arrives: only ``restart_deadline`` and ``extend_deadline`` move it."""
+        deadline passes first, Parked when the wait moves to a watcher (after ``PARK_AFTER``
+        seconds, or at once with ``park_now``), Nudged when ``nudge`` was called (or a parked
+        wait lasted ``poll`` seconds). The deadline is not moved by what arrives: only
+        ``restart_deadline`` and ``extend_deadline`` move it."""
+        if self._nudged:
+            self._nudged = False
+            raise Nudged
         deadline = self._deadline
         limit = deadline - time.monotonic()
         if limit <= 0:
             raise TimeoutError("deadline passed")
         parkable = limit > PARK_AFTER and not _tls_pending(self.sock)
+        readable, self._readable = self._readable, False
+        if parkable and park_now and not readable:
+            self._park(limit, poll)
+            raise Parked
         self.sock.settimeout(PARK_AFTER if parkable else limit)
         self._short_timeout = True
         self._waiting = True
@@ -203,22 +220,35 @@ class Connection:
         except TimeoutError:
             if not parkable:
                 raise
-            self._park(max(deadline - time.monotonic(), 0.0))
+            self._park(max(deadline - time.monotonic(), 0.0), poll)
             raise Parked from None
         finally:
             self._waiting = False
 
+    def nudge(self) -> None:
+        """Wake the conversation for a reason of the server's: ``receive`` raises Nudged in
+        a fresh greenlet if parked, else at its next call (a greenlet waiting in ``receive``
+        is not interrupted: callers that expect nudges park at once). On the hub."""
+        self._nudged = True
+        if self._parked:
+            self._unpark()
+            gevent.spawn(self.run)
+
     # ---- parking ----------------------------------------------------------------------------
 
-    def _park(self, remaining: float) -> None:
+    def _park(self, remaining: float, poll: float | None = None) -> None:
         loop = gevent.get_hub().loop
         readable = loop.io(self.sock.fileno(), 1)
-        timer = loop.timer(remaining)
+        polling = poll is not None and poll < remaining
+        timer = loop.timer(poll if polling else remaining)
         self._watchers = (readable, timer)
         self._parked = True
         self._greenlet = None
         readable.start(self._wake, False)
-        timer.start(self._wake, True)
+        if polling:
+            timer.start(self.nudge)
+        else:
+            timer.start(self._wake, True)
 
     def _unpark(self) -> None:
         if self._watchers is not None:
@@ -231,6 +261,7 @@ class Connection:
     def _wake(self, timed_out: bool) -> None:
         # Runs in the hub: hand the work to a fresh greenlet at once.
         self._unpark()
+        self._readable = not timed_out
         gevent.spawn(self._expire if timed_out else self.run)
 
     def _expire(self) -> None:

@@ -1,5 +1,9 @@
 """The gevent I/O shell around one IMAPSession: reads, buffered writes, store requests off the
-hub, STARTTLS, IDLE (RFC 9051 6.3.13) over the folder's watch, deadlines.
+hub, STARTTLS, IDLE (RFC 9051 6.3.13), deadlines.
+
+IDLE parks at once (no greenlet while the client idles: thousands of phones cost little) and
+is woken by the client's bytes, its deadline, or a ``nudge`` from the folder's subscription
+(``policy/folder_notify``); without a subscription it looks every ``POLL_INTERVAL`` seconds.
 
 Deadlines: before login each command is due within ``limits.pop3_timeout`` (RFC 9051 5.4 lets
 the server log out an unauthenticated client sooner); logged in, and while idling, within
@@ -12,12 +16,8 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
-import time
 from collections.abc import Callable
 from typing import Protocol
-
-import gevent.select
 
 from geomail.log import event
 from geomail.proto.imap import (
@@ -42,14 +42,14 @@ from geomail.proto.imap_mailbox import (
 )
 from geomail.proto.reply import Close, StartTLS
 from geomail.proto.sasl import Credentials
-from geomail.server.connection import BufferedConnection, Connection, Service
+from geomail.server.connection import BufferedConnection, Connection, Nudged, Service
 from geomail.server.policy_call import call_policy
-from geomail.store.imap_maildir import FolderWatch, MaildirMailStore
+from geomail.store.imap_maildir import MaildirMailStore
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 16384
-POLL_INTERVAL = FolderWatch.poll_interval  # IDLE without inotify: look this often
+POLL_INTERVAL = 2.0  # IDLE without a folder subscription: look this often
 BYE_SHUTDOWN = b"* BYE [UNAVAILABLE] Server shutting down\r\n"
 BYE_TIMEOUT = b"* BYE Autologout; idle for too long\r\n"
 BYE_LIFETIME = b"* BYE Autologout; connection time limit reached\r\n"
@@ -69,8 +69,14 @@ class IMAPHandler(Protocol):
     def perform(self, store: MaildirMailStore, request: StoreRequest) -> StoreResult:
         """One request of the session, carried out in a thread."""
 
-    def watch(self, store: MaildirMailStore, name: str) -> FolderWatch | None:
-        """A watch on folder ``name`` for IDLE; None: poll instead."""
+    def watch(self, store: MaildirMailStore, name: str,
+              wake: Callable[[], None]) -> Closable | None:
+        """Call ``wake`` (on the hub) when folder ``name`` changes, until the result is
+        closed; None: poll instead."""
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class IMAPService(Service[IMAPHandler, IMAPSettings]):
@@ -100,7 +106,7 @@ class IMAPConnection(BufferedConnection):
         super().__init__(service, sock, address, on_end)
         self.session = IMAPSession(service.settings, tls_active=service.kind == "imaps")
         self._store: MaildirMailStore | None = None
-        self._watch: FolderWatch | None = None
+        self._watch: Closable | None = None
         self._idling = False
         self._look = False  # look for changes once the IDLE watch is set up
         self._greeted = False
@@ -135,9 +141,15 @@ class IMAPConnection(BufferedConnection):
         while True:
             data: bytes | None
             try:
-                data = self._idle_receive() if self._idling else self.receive(RECV_SIZE)
+                if self._idling:
+                    poll = POLL_INTERVAL if self._watch is None else None
+                    data = self.receive(RECV_SIZE, park_now=True, poll=poll)
+                else:
+                    data = self.receive(RECV_SIZE)
             except TimeoutError:
                 return self.say_timeout()
+            except Nudged:
+                data = None
             if data is None:  # IDLE: the folder may have changed
                 outputs = self._advance(session.changed)
             else:
@@ -238,10 +250,11 @@ class IMAPConnection(BufferedConnection):
         self._look = True
         self.restart_deadline()
         if mailbox and self._store is not None:
-            fallback: FolderWatch | None = None
+            fallback: Closable | None = None
             self._watch = call_policy("imap-watch", self.session_id,
                                       self.service.limits.policy_timeout, fallback,
-                                      self.service.handler.watch, self._store, mailbox)
+                                      self.service.handler.watch, self._store, mailbox,
+                                      self.nudge)
 
     def _stop_idle(self) -> None:
         self._idling = False
@@ -249,36 +262,6 @@ class IMAPConnection(BufferedConnection):
         if self._watch is not None:
             watch, self._watch = self._watch, None
             watch.close()
-
-    def _idle_receive(self) -> bytes | None:
-        """While idling: the client's bytes (DONE), or None when the folder may have changed
-        (its watch fired; without one, every ``POLL_INTERVAL``). TimeoutError at the deadline.
-        No parking here: the greenlet waits on both descriptors."""
-        watch = self._watch
-        fd = watch.fileno() if watch is not None else None
-        while True:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("deadline passed")
-            if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0:
-                break
-            waiting = [self.sock.fileno()] if fd is None else [self.sock.fileno(), fd]
-            wait = remaining if fd is not None else min(remaining, POLL_INTERVAL)
-            self._waiting = True  # a drain may interrupt this wait
-            try:
-                readable, _, _ = gevent.select.select(waiting, [], [], wait)
-            finally:
-                self._waiting = False
-            if self.sock.fileno() in readable:
-                break
-            if fd is None:
-                if not readable and wait < remaining:
-                    return None  # polling
-            elif fd in readable and watch is not None and watch.drain():
-                return None
-        self.sock.settimeout(max(self._deadline - time.monotonic(), 0.001))
-        self._short_timeout = True
-        return self.sock.recv(RECV_SIZE)
 
     # ---- output -------------------------------------------------------------------------
 

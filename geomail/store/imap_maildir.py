@@ -1,15 +1,16 @@
 """IMAP mailboxes on a Maildir++ tree (issue #14): folders, flags, UIDs, MODSEQs, change
 detection. Resources layer: every call blocks (file I/O, fsync); the IMAP shell runs them in
-the thread pool. No gevent here (``FolderWatch`` hands out a file descriptor to wait on).
+the thread pool. No gevent here (IDLE's waiting is ``policy/folder_notify``'s).
 
 Layout (Dovecot's default Maildir++, https://doc.dovecot.org/configuration_manual/
 mail_location/Maildir/): INBOX is the maildir itself, mailbox ``A/B`` is ``<maildir>/.A.B``
 (modified UTF-7, ``imap_mutf7``) with ``tmp/ new/ cur/`` and an empty ``maildirfolder`` file.
 
 - **Flags** live in the file name's info ``:2,<letters>`` (letters sorted, as Dovecot writes
-  them): D \\Draft, F \\Flagged, P $Forwarded, R \\Answered, S \\Seen, T \\Deleted; keywords are
-  the letters ``a``..``z``, index 0..25 of ``dovecot-keywords`` (lines ``<index> <keyword>``).
-  So mutt, Dovecot and geomail see the same flags. A flag change is one atomic rename.
+  them): D \\Draft, F \\Flagged, R \\Answered, S \\Seen, T \\Deleted; keywords, $Forwarded
+  among them (Dovecot ignores the letter P), are the letters ``a``..``z``, index 0..25 of
+  ``dovecot-keywords`` (lines ``<index> <keyword>``); other letters (mutt's P) are kept as they
+  are. So mutt, Dovecot and geomail see the same flags. A flag change is one atomic rename.
 - **UIDs** and UIDVALIDITY: ``dovecot-uidlist`` through ``imap_uids.UidMap`` (crash-safe:
   NEXTUID is durable before a UID is returned, so a crash never reuses or reorders one).
 - **MODSEQs** (RFC 7162): HIGHESTMODSEQ in ``geomail-modseq`` (``UidMap``); per message, and
@@ -36,10 +37,10 @@ the listing).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import errno
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -47,9 +48,11 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from geomail.errors import StoreError
 from geomail.proto import imap_mutf7
+from geomail.proto.imap_fetch import Summary, summarize
 from geomail.proto.imap_mailbox import (
     Appended,
     Copied,
@@ -59,7 +62,14 @@ from geomail.proto.imap_mailbox import (
     MessageInfo,
 )
 from geomail.safeio import fsync_dir, write_atomic
-from geomail.store.imap_uids import UidListCorrupt, UidMap, base_name
+from geomail.store.imap_cache import FileId, IMAPCache, Scan, file_id
+from geomail.store.imap_uids import (
+    MODSEQ_NAME,
+    UIDLIST_NAME,
+    UidListCorrupt,
+    UidMap,
+    base_name,
+)
 
 SUBDIRS = ("tmp", "new", "cur")
 KEYWORDS_NAME = "dovecot-keywords"
@@ -71,9 +81,10 @@ READY_NAME = "geomail-imap-ready"
 STALE_TMP = 36 * 3600  # Maildir spec: a tmp/ file untouched this long is left over
 MAX_KEYWORDS = 26  # the letters a..z
 MAX_VANISHED = 10_000  # expunged UIDs remembered with their modseq (QRESYNC)
+RENAME_RETRIES = 3  # a message file renamed this often while we open it, in a row, is busy
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
                "Junk": "\\Junk", "Archive": "\\Archive"}
-SYSTEM_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "$Forwarded": "P",
+SYSTEM_LETTERS = {"\\Draft": "D", "\\Flagged": "F",
                   "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 _LETTER_FLAGS = {letter: flag for flag, letter in SYSTEM_LETTERS.items()}
 _FLAG_CASE = {flag.lower(): flag for flag in SYSTEM_LETTERS}
@@ -81,6 +92,7 @@ _KEYWORD = re.compile(r"[\x21-\x7e]+")
 _KEYWORD_BAD = frozenset('(){ %*"\\]')
 _V2_HEADER = "V\t2\n\n"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_T = TypeVar("_T")
 
 
 # ---- flags ---------------------------------------------------------------------------------
@@ -270,11 +282,13 @@ def _load_modseqs(path: str, uidvalidity: int) -> _Modseqs:
 class MaildirFolder:
     """One selectable mailbox: a maildir at ``path`` (blocking calls)."""
 
-    def __init__(self, path: str, name: str, hostname: str) -> None:
+    def __init__(self, path: str, name: str, hostname: str,
+                 cache: IMAPCache | None = None) -> None:
         self.path = path
         self.name = name
         self._host = hostname.replace("/", "\\057").replace(":", "\\072")
         self.uids = UidMap(path)
+        self.cache = cache if cache is not None else IMAPCache()
         self._seq = 0
 
     # -- reading --
@@ -289,6 +303,20 @@ class MaildirFolder:
 
     def _sync(self, move_new: bool) -> FolderState:
         present = self._listing(move_new)
+        kept = self.cache.scan(self.path, present, self._file_ids())
+        if kept is not None:
+            return cast(FolderState, kept.state)
+        state = self._scan(present)
+        self.cache.keep_scan(self.path, Scan(present, self._file_ids(), state,
+                                             state.by_uid()))
+        return state
+
+    def _file_ids(self) -> tuple[FileId, ...]:
+        """The files a scan reads besides the listing (replaced by rename when changed)."""
+        return tuple(file_id(f"{self.path}/{name}")
+                     for name in (UIDLIST_NAME, MODSEQS_NAME, MODSEQ_NAME, KEYWORDS_NAME))
+
+    def _scan(self, present: dict[str, str]) -> FolderState:
         try:
             known = self.uids.load()
         except UidListCorrupt:
@@ -375,12 +403,22 @@ class MaildirFolder:
 
     def read(self, message: Message) -> bytes:
         """The whole message as stored (LF line ends, Maildir convention)."""
-        with open(self.file_path(message), "rb") as handle:
-            return handle.read()
+        return self._at_file(message, _read_file)
 
     def internaldate(self, message: Message) -> float:
         """INTERNALDATE (RFC 9051 2.3.3): the file's mtime, set at APPEND."""
-        return os.stat(self.file_path(message)).st_mtime
+        return self._at_file(message, lambda path: os.stat(path).st_mtime)
+
+    def _at_file(self, message: Message, use: Callable[[str], _T]) -> _T:
+        """``use(path)`` on the message's file, looked up again when it was renamed between
+        ``file_path`` and ``use`` (a flag change by another session or POP3, outside our
+        lock): only a file that is not found at all is an expunge."""
+        for _ in range(RENAME_RETRIES):
+            try:
+                return use(self.file_path(message))
+            except FileNotFoundError:
+                continue
+        return use(self.file_path(message))
 
     def size(self, message: Message) -> int:
         """RFC822.SIZE with CRLF line ends: ``W=`` from the name, else counted."""
@@ -477,35 +515,24 @@ class MaildirFolder:
         """COPY (RFC 9051 6.4.7) or MOVE (RFC 9051 6.4.8): hard links (else a durable copy)
         into ``dest``'s ``cur/`` under new names keeping the flags, ``cur/`` fsynced, then
         UIDs there; for MOVE the sources are then unlinked and forgotten here. Returns
-        (destination UIDVALIDITY, [(source UID, destination UID)]) for COPYUID (RFC 4315)."""
-        if dest.path == self.path:
-            raise MailboxError("CANNOT", "source and destination are the same mailbox")
+        (destination UIDVALIDITY, [(source UID, destination UID)]) for COPYUID (RFC 4315).
+        ``dest`` may be this folder: the copies get new UIDs, as Dovecot does (mbsync with a
+        ``Trash`` on the server MOVEs deleted messages of Trash to Trash)."""
         by_uid = state.by_uid()
         chosen = [by_uid[u] for u in sorted(set(uids)) if u in by_uid]
         if not chosen:
             return dest.sync(False).uidvalidity, []
+        same = dest.path == self.path
         first, second = sorted((self, dest), key=lambda f: f.path)  # one lock order: no deadlock
-        with first._locked(), second._locked():
+        # flock is per open file: taking the same folder's lock twice would wait forever
+        with first._locked(), contextlib.nullcontext() if same else second._locked():
             src_kw = Keywords(f"{self.path}/{KEYWORDS_NAME}")
             dst_kw = Keywords(f"{dest.path}/{KEYWORDS_NAME}")
             pairs: list[tuple[Message, str]] = []
             for message in chosen:
-                source = self.file_path(message)
-                letters = dst_kw.letters(src_kw.flags(info_of(source.rpartition("/")[2])),
-                                         add=True)
-                stored = os.stat(source).st_size
-                name = dest._new_name(stored, message.size or _crlf_size(source))
-                final = f"{name}:2,{letters}"
-                try:
-                    os.link(source, f"{dest.path}/cur/{final}")
-                except OSError as exc:
-                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                        raise
-                    with open(source, "rb") as handle:
-                        dest._write(f"{dest.path}/tmp/{name}", handle.read(),
-                                    os.stat(source).st_mtime)
-                    os.rename(f"{dest.path}/tmp/{name}", f"{dest.path}/cur/{final}")
-                pairs.append((message, final))
+                copy_to = functools.partial(self._copy_file, message=message, dest=dest,
+                                            src_kw=src_kw, dst_kw=dst_kw)
+                pairs.append((message, self._at_file(message, copy_to)))
             fsync_dir(f"{dest.path}/cur")
             assigned = dest.uids.assign([final for _, final in pairs])
             dest_state = dest._sync(False)
@@ -513,6 +540,24 @@ class MaildirFolder:
                 self._remove([m for m, _ in pairs])
             return dest_state.uidvalidity, [
                 (m.uid, assigned[base_name(final)]) for m, final in pairs]
+
+    def _copy_file(self, source: str, message: Message, dest: MaildirFolder,
+                   src_kw: Keywords, dst_kw: Keywords) -> str:
+        """One message of COPY/MOVE into ``dest``'s ``cur/``; its new file name there."""
+        letters = dst_kw.letters(src_kw.flags(info_of(source.rpartition("/")[2])), add=True)
+        stored = os.stat(source).st_size
+        name = dest._new_name(stored, message.size or _crlf_size(source))
+        final = f"{name}:2,{letters}"
+        try:
+            os.link(source, f"{dest.path}/cur/{final}")
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            with open(source, "rb") as handle:
+                dest._write(f"{dest.path}/tmp/{name}", handle.read(),
+                            os.stat(source).st_mtime)
+            os.rename(f"{dest.path}/tmp/{name}", f"{dest.path}/cur/{final}")
+        return final
 
     def expunge(self, state: FolderState, uids: Sequence[int] | None = None) -> list[int]:
         """EXPUNGE (RFC 9051 6.4.3) or UID EXPUNGE (RFC 4315 2.1): unlink the messages of
@@ -590,9 +635,10 @@ class MaildirFolder:
         finally:
             os.close(fd)
 
-    def watch(self) -> FolderWatch:
-        """A waiter for IDLE on this folder's ``new/`` and ``cur/``."""
-        return FolderWatch([f"{self.path}/new", f"{self.path}/cur"])
+    def watch_paths(self) -> tuple[str, str]:
+        """What IDLE watches: ``new/`` gains deliveries, ``cur/`` sees flag changes and
+        expunges."""
+        return (f"{self.path}/new", f"{self.path}/cur")
 
 
 def _apply(old: str, letters: set[str], mode: str, keywords: Keywords) -> set[str]:
@@ -600,14 +646,21 @@ def _apply(old: str, letters: set[str], mode: str, keywords: Keywords) -> set[st
         return set(old) | letters
     if mode == "remove":
         return set(old) - letters
-    # set: letters of keywords no longer named in dovecot-keywords are kept as they were
-    return letters | {c for c in old if "a" <= c <= "z" and ord(c) - 97 not in keywords.names}
+    # set: letters of keywords no longer named in dovecot-keywords, and letters that are no
+    # flag of ours (mutt's P), are kept as they were, as Dovecot does
+    return letters | {c for c in old if ("a" <= c <= "z" and ord(c) - 97 not in keywords.names)
+                      or not ("a" <= c <= "z" or c in _LETTER_FLAGS)}
 
 
 def _trim(mods: _Modseqs) -> None:
     if len(mods.expunged) > MAX_VANISHED:
         for uid in sorted(mods.expunged)[:len(mods.expunged) - MAX_VANISHED]:
             del mods.expunged[uid]
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _crlf_size(path: str) -> int:
@@ -633,9 +686,11 @@ def _unlink_quietly(path: str) -> None:
 class MaildirMailboxes:
     """A user's mailboxes: the maildir at ``root`` and its Maildir++ folders (blocking)."""
 
-    def __init__(self, root: str, hostname: str | None = None) -> None:
+    def __init__(self, root: str, hostname: str | None = None,
+                 cache: IMAPCache | None = None) -> None:
         self.root = os.path.abspath(root)
         self.hostname = hostname or socket.gethostname()
+        self.cache = cache if cache is not None else IMAPCache()
 
     def folder_path(self, name: str) -> str:
         """The directory of mailbox ``name``; ``MailboxError`` for a name we refuse."""
@@ -661,7 +716,8 @@ class MaildirMailboxes:
             self._make(self.root, folder=False)
         elif not self.exists(name):
             raise MailboxError("NONEXISTENT", f"no mailbox {name!r}")
-        return MaildirFolder(self.folder_path(name), self.canonical(name), self.hostname)
+        return MaildirFolder(self.folder_path(name), self.canonical(name), self.hostname,
+                             self.cache)
 
     def ensure(self) -> None:
         """The maildir, and at first use the five special-use folders (RFC 6154),
@@ -706,6 +762,10 @@ class MaildirMailboxes:
             use = frozenset({SPECIAL_USE[name]} if name in SPECIAL_USE else ())
             out.append(FolderInfo(name, use, any(n.startswith(prefix) for n in every),
                                   name in subscribed, name in missing))
+        # RFC 9051 6.3.7: a subscription outlives its mailbox (Dovecot's DELETE and RENAME
+        # leave it): LSUB still lists the name
+        out += [FolderInfo(name, subscribed=True, noselect=True, exists=False)
+                for name in sorted(subscribed - every - {"INBOX"})]
         return out
 
     def create(self, name: str) -> None:
@@ -771,7 +831,7 @@ class MaildirMailboxes:
 
     def _rename_inbox(self, new: str) -> None:
         self.create(new)
-        inbox = MaildirFolder(self.root, "INBOX", self.hostname)
+        inbox = MaildirFolder(self.root, "INBOX", self.hostname, self.cache)
         dest = self.open(new)
         state = inbox.sync(False)
         inbox.copy(state, [m.uid for m in state.messages], dest, move=True)
@@ -874,82 +934,22 @@ def _flocked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-# ---- IDLE: changes through the filesystem --------------------------------------------------
-
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-# IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF
-_IN_MASK = 0x004 | 0x040 | 0x080 | 0x100 | 0x200 | 0x400
-
-
-class FolderWatch:
-    """Wakes IDLE when files appear, move or go in a folder's ``new/``/``cur/`` (Linux
-    inotify through ``ctypes``: gevent has no inotify watcher; the stdlib none either).
-
-    ``fileno()`` is a non-blocking descriptor the shell waits on (``gevent.socket.
-    wait_read``), then calls ``drain()`` and the folder's ``sync``. Where inotify is missing
-    (not Linux, limits reached) ``fileno()`` is None and the shell polls every
-    ``poll_interval`` seconds instead. ``close()`` is idempotent."""
-
-    poll_interval = 2.0
-
-    def __init__(self, directories: Sequence[str]) -> None:
-        self._fd: int | None = None
-        try:
-            # The running process's own symbols (libc among them): unlike find_library
-            # this runs no ldconfig subprocess, which a thread of the pool could not do.
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        except (OSError, AttributeError):
-            return
-        if fd < 0:
-            return
-        for directory in directories:
-            if libc.inotify_add_watch(fd, os.fsencode(directory), _IN_MASK) < 0:
-                os.close(fd)
-                return
-        self._fd = fd
-
-    def fileno(self) -> int | None:
-        return self._fd
-
-    def drain(self) -> bool:
-        """Read every pending event; True when there was any (non-blocking)."""
-        if self._fd is None:
-            return True  # polling: always look
-        seen = False
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return seen
-            if not data:
-                return seen
-            seen = True
-
-    def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-
 # ---- the session's interface ---------------------------------------------------------------
 
 _MODES = {"+": "add", "-": "remove", "": "set"}
-MAX_CACHED = 100_000  # sizes and dates kept per base name (they never change for a file)
 
 
 class MaildirMailStore:
     """``proto.imap_mailbox.MailStore`` over ``MaildirMailboxes``: one per logged-in user.
-    Keeps the last view of each folder (to find files by UID) and each message's size and
-    INTERNALDATE by base name (stat once); no other state. Store faults (disk, corrupt
-    files) become ``MailboxError`` UNAVAILABLE."""
+    Keeps the last view of each folder (to find files by UID); scans, sizes, dates and
+    summaries live in the process's ``IMAPCache`` (``store/imap_cache``), shared by every
+    session. Store faults (disk, corrupt files) become ``MailboxError`` UNAVAILABLE."""
 
-    def __init__(self, root: str, hostname: str | None = None) -> None:
-        self.mailboxes = MaildirMailboxes(root, hostname)
+    def __init__(self, root: str, hostname: str | None = None,
+                 cache: IMAPCache | None = None) -> None:
+        self.mailboxes = MaildirMailboxes(root, hostname, cache)
+        self.cache = self.mailboxes.cache  # shared by the process's sessions (policy/imap)
         self._views: dict[str, tuple[MaildirFolder, dict[int, Message]]] = {}
-        self._meta: dict[str, tuple[int, float]] = {}
 
     def list_folders(self) -> Sequence[FolderInfo]:
         with _faults():
@@ -997,6 +997,48 @@ class MaildirMailStore:
             except (MailboxError, FileNotFoundError):
                 return None
 
+    def fetch_many(self, name: str, uids: Sequence[int],
+                   max_bytes: int) -> Sequence[tuple[int, bytes | None]]:
+        with _faults():
+            folder, messages = self._known(name)
+            found: list[tuple[int, bytes | None]] = []
+            total = 0
+            for uid in uids:
+                if found and total >= max_bytes:
+                    break
+                data = self._read(folder, messages.get(uid))
+                found.append((uid, data))
+                total += len(data) if data is not None else 0
+            return found
+
+    def summaries(self, name: str, uids: Sequence[int]) -> Sequence[tuple[int, Summary | None]]:
+        with _faults():
+            folder, messages = self._known(name)
+            found: list[tuple[int, Summary | None]] = []
+            for uid in uids:
+                message = messages.get(uid)
+                if message is None:
+                    found.append((uid, None))
+                    continue
+                key = f"{folder.path}/{base_name(message.filename)}"
+                summary = self.cache.summary(key)
+                if summary is None:
+                    data = self._read(folder, message)
+                    if data is not None:
+                        summary = summarize(data)
+                        self.cache.keep_summary(key, summary)
+                found.append((uid, summary))
+            return found
+
+    @staticmethod
+    def _read(folder: MaildirFolder, message: Message | None) -> bytes | None:
+        if message is None:
+            return None
+        try:
+            return folder.read(message)
+        except (MailboxError, FileNotFoundError):
+            return None
+
     def store_flags(self, name: str, uids: Sequence[int], mode: str, flags: frozenset[str],
                     unchangedsince: int | None = None) -> Sequence[MessageInfo]:
         with _faults():
@@ -1033,11 +1075,11 @@ class MaildirMailStore:
             folder, _ = self._known(name)
             return folder.expunge(folder.sync(False), uids)
 
-    def watch(self, name: str) -> FolderWatch:
-        """For IDLE (RFC 9051 6.3.13): a ``FolderWatch`` on mailbox ``name``; the shell waits
-        on its ``fileno()`` (or polls), then ``drain()`` and ``view`` again."""
+    def watch_paths(self, name: str) -> tuple[str, str]:
+        """For IDLE (RFC 9051 6.3.13): the directories of mailbox ``name`` whose changes the
+        shell waits for (``policy/folder_notify``) before it views the folder again."""
         with _faults():
-            return self._folder(name).watch()
+            return self._folder(name).watch_paths()
 
     # -- internals --
 
@@ -1056,24 +1098,24 @@ class MaildirMailStore:
         return known
 
     def _view(self, folder: MaildirFolder, state: FolderState) -> FolderView:
-        self._views[folder.name] = (folder, state.by_uid())
-        infos = []
-        for message in state.messages:
-            with contextlib.suppress(MailboxError, FileNotFoundError):
-                infos.append(self._info(folder, message))
-        return FolderView(state.uidvalidity, state.uidnext, state.highest_modseq,
-                          tuple(infos), state.keywords)
+        self._views[folder.name] = (folder, self.cache.by_uid(folder.path, state))
+
+        def make() -> FolderView:
+            infos = []
+            for message in state.messages:
+                with contextlib.suppress(MailboxError, FileNotFoundError):
+                    infos.append(self._info(folder, message))
+            return FolderView(state.uidvalidity, state.uidnext, state.highest_modseq,
+                              tuple(infos), state.keywords)
+
+        return cast(FolderView, self.cache.view(folder.path, state, make))
 
     def _info(self, folder: MaildirFolder, message: Message) -> MessageInfo:
-        base = f"{folder.path}/{base_name(message.filename)}"
-        meta = self._meta.get(base)
-        if meta is None:
-            meta = (folder.size(message), folder.internaldate(message))
-            if len(self._meta) >= MAX_CACHED:
-                self._meta.clear()
-            self._meta[base] = meta
-        return MessageInfo(message.uid, message.flags, meta[0],
-                           datetime.datetime.fromtimestamp(meta[1], datetime.UTC),
+        size, mtime = self.cache.meta(
+            f"{folder.path}/{base_name(message.filename)}",
+            lambda: (folder.size(message), folder.internaldate(message)))
+        return MessageInfo(message.uid, message.flags, size,
+                           datetime.datetime.fromtimestamp(mtime, datetime.UTC),
                            message.modseq)
 
 

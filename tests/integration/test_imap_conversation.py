@@ -263,7 +263,7 @@ def test_append_over_the_message_size_is_refused(make_app):
 def test_idle_polls_without_a_watch(imap_app, monkeypatch):
     """RFC 2177 3: where the folder cannot be watched (no inotify), IDLE still reports a new
     message, by looking every few seconds."""
-    monkeypatch.setattr(imap_app.imap_access, "watch", lambda store, name: None)
+    monkeypatch.setattr(imap_app.imap_access, "watch", lambda store, name, wake: None)
     imap = login(imap_app)
     assert ok(imap.select("INBOX")) == [b"0"]
     imap.send(b"a1 IDLE\r\n")

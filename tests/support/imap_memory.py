@@ -16,6 +16,7 @@ from geomail.proto.imap import (
     Output,
     Send,
 )
+from geomail.proto.imap_fetch import Summary, summarize
 from geomail.proto.imap_mailbox import (
     ALREADYEXISTS,
     CANNOT,
@@ -103,6 +104,14 @@ class MemoryStore:
     def fetch(self, name: str, uid: int) -> bytes | None:
         entry = self._folder(name).messages.get(uid)
         return entry[1] if entry else None
+
+    def fetch_many(self, name: str, uids: Sequence[int],
+                   max_bytes: int) -> Sequence[tuple[int, bytes | None]]:
+        return [(uid, self.fetch(name, uid)) for uid in uids]
+
+    def summaries(self, name: str, uids: Sequence[int]) -> Sequence[tuple[int, Summary | None]]:
+        return [(uid, summarize(data) if (data := self.fetch(name, uid)) is not None else None)
+                for uid in uids]
 
     def store_flags(self, name: str, uids: Sequence[int], mode: str, flags: frozenset[str],
                     unchangedsince: int | None = None) -> Sequence[MessageInfo]:

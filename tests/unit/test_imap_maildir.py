@@ -18,11 +18,11 @@ from geomail.store.base import Copy
 from geomail.store.imap_maildir import (
     KEYWORDS_NAME,
     SUBSCRIPTIONS_NAME,
-    FolderWatch,
     MaildirMailStore,
     changes,
     info_of,
 )
+from geomail.store.inotify import Inotify
 from geomail.store.maildir import MaildirStore
 
 MSG = b"Subject: hi\r\n\r\nbody line\r\n"
@@ -269,21 +269,23 @@ def test_changes_between_states(store: MaildirMailStore) -> None:
     assert [m.uid for m in diff.added] == [2] and not diff.expunged and not diff.flags
 
 
-def test_folder_watch_wakes_on_delivery(tmp_path: Path, store: MaildirMailStore) -> None:
-    """RFC 9051 6.3.13 IDLE: a delivery into new/ makes the watch descriptor readable."""
+def test_watched_directories_see_a_delivery(tmp_path: Path, store: MaildirMailStore) -> None:
+    """RFC 9051 6.3.13 IDLE: the folder's watched directories (``watch_paths``) see a delivery
+    into new/ through inotify."""
     store.list_folders()
-    watch = store.mailboxes.open("INBOX").watch()
+    inotify = Inotify()
     try:
-        fd = watch.fileno()
-        assert fd is not None  # Linux
+        wds = [inotify.add_watch(path) for path in store.watch_paths("INBOX")]
+        fd = inotify.fileno()
         assert select.select([fd], [], [], 0)[0] == []
         MaildirStore(str(tmp_path / "mail"), "host").deliver(
             [Copy("alice@example.com", b"")], BytesBody(b"x\n"))
         assert select.select([fd], [], [], 5)[0] == [fd]
-        assert watch.drain() is True and watch.drain() is False
+        assert wds[0] in inotify.read() and inotify.read() == {}
     finally:
-        watch.close()
-        watch.close()
+        inotify.close()
+        inotify.close()
+
 
 
 def test_keyword_limit(store: MaildirMailStore) -> None:
@@ -312,8 +314,8 @@ def test_flags_changed_by_another_program(store: MaildirMailStore, root: Path) -
 def test_a_deleted_special_folder_stays_deleted(store: MaildirMailStore) -> None:
     """RFC 6154: the special-use folders are made at first use only, not after DELETE."""
     store.list_folders()
-    store.delete("Archive")
-    assert "Archive" not in {f.name for f in store.list_folders()}
+    store.delete("Archive")  # still subscribed: listed for LSUB only (exists False)
+    assert "Archive" not in {f.name for f in store.list_folders() if f.exists}
 
 
 def test_two_sessions_append_at_once(store: MaildirMailStore, root: Path) -> None:
@@ -338,14 +340,6 @@ def test_two_sessions_append_at_once(store: MaildirMailStore, root: Path) -> Non
     assert [m.uid for m in other.view("INBOX").messages] == list(range(1, 21))
 
 
-def test_watch_falls_back_to_polling(tmp_path: Path) -> None:
-    """RFC 9051 6.3.13 IDLE: without inotify (here: a missing directory) the watch has no
-    descriptor and ``drain`` always says "look"."""
-    watch = FolderWatch([str(tmp_path / "missing")])
-    assert watch.fileno() is None and watch.drain() is True
-    watch.close()
-
-
 def test_stale_tmp_files_are_swept(store: MaildirMailStore, root: Path) -> None:
     """Maildir spec: a tmp/ file older than 36 hours is a leftover and is removed; a fresh
     one (a delivery in progress) stays."""
@@ -355,26 +349,6 @@ def test_stale_tmp_files_are_swept(store: MaildirMailStore, root: Path) -> None:
     os.utime(root / "tmp" / "old", (1, 1))
     store.view("INBOX")
     assert files(root, "tmp") == ["fresh"]
-
-
-def test_watch_is_waitable_from_gevent(tmp_path: Path, store: MaildirMailStore) -> None:
-    """RFC 9051 6.3.13 IDLE: the shell waits on the watch with gevent's ``wait_read``
-    (no thread needed); a flag change by another session (a rename in cur/) wakes it."""
-    import gevent
-    from gevent.socket import wait_read
-
-    store.list_folders()
-    store.append("INBOX", MSG, frozenset(), None)
-    watch = store.watch("INBOX")
-    fd = watch.fileno()
-    assert fd is not None
-    waiter = gevent.spawn(wait_read, fd, 5)
-    gevent.sleep(0)
-    MaildirMailStore(str(tmp_path / "mail" / "example.com" / "alice")).store_flags(
-        "INBOX", [1], "+", frozenset({"\\Seen"}))
-    waiter.get(timeout=5)
-    assert watch.drain()
-    watch.close()
 
 
 def test_uids_dovecot_already_gave_are_kept(root: Path) -> None:

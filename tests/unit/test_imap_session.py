@@ -261,7 +261,8 @@ def test_store_unchangedsince() -> None:
     d.select()
     reply = d.send(b"a STORE 1:3 (UNCHANGEDSINCE 2) +FLAGS (\\Answered)\r\n")
     assert b"[MODIFIED 2:3]" in reply
-    assert b"* 1 FETCH (FLAGS (\\Answered \\Seen) MODSEQ (5))" in reply
+    # RFC 7162 3.2.4: once CONDSTORE is on, UID and MODSEQ in every untagged FETCH
+    assert b"* 1 FETCH (FLAGS (\\Answered \\Seen) UID 1 MODSEQ (5))" in reply
 
 
 def test_expunge_and_uid_expunge() -> None:
@@ -403,13 +404,18 @@ def test_fetch_changedsince_and_modseq() -> None:
 
 
 def test_fetch_binary_and_binary_size() -> None:
-    """RFC 9051 6.4.5 BINARY[] / BINARY.SIZE[] (RFC 3516), literal8 on the wire (4.3.1)."""
+    """RFC 9051 6.4.5 BINARY[] / BINARY.SIZE[] (RFC 3516): a literal8 on the wire (4.3.1)
+    only when the decoded octets hold a NUL, else an ordinary literal (as Dovecot: clients
+    built on imaplib, such as imapclient, cannot read ~{n})."""
     store = MemoryStore()
     store.add("INBOX", b"Subject: b\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n")
+    store.add("INBOX", b"Subject: b\r\nContent-Transfer-Encoding: base64\r\n\r\naABp\r\n")
     d = Driver(store)
     d.select()
     assert d.send(b"a FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])\r\n") == (
-        b"* 1 FETCH (BINARY[1] ~{2}\r\nhi BINARY.SIZE[1] 2)\r\na OK FETCH completed\r\n")
+        b"* 1 FETCH (BINARY[1] {2}\r\nhi BINARY.SIZE[1] 2)\r\na OK FETCH completed\r\n")
+    assert d.send(b"a FETCH 2 (BINARY.PEEK[1])\r\n") == (
+        b"* 2 FETCH (BINARY[1] ~{3}\r\nh\x00i)\r\na OK FETCH completed\r\n")
 
 
 def test_list_return_status() -> None:
@@ -477,3 +483,23 @@ def test_qresync_select_and_vanished() -> None:
         b"* VANISHED (EARLIER) 1:2\r\n* 1 FETCH (UID 3 FLAGS (\\Flagged \\Seen) MODSEQ (5))\r\n"
         b"e OK UID FETCH completed\r\n")
     assert d.send(b"f FETCH 1 FLAGS (CHANGEDSINCE 1 VANISHED)\r\n").startswith(b"f BAD")
+
+
+def test_utf8_mailbox_names_once_imap4rev2_is_enabled() -> None:
+    """RFC 9051 5.1 (with RFC 9755 1, IMAP4rev2 includes UTF8=ACCEPT): after ENABLE IMAP4rev2
+    names travel as UTF-8 both ways and "&" is an ordinary character; a rev1 session of the
+    same store still sees modified UTF-7."""
+    d = Driver()
+    d.login()
+    assert d.send(b"e ENABLE IMAP4rev2\r\n").startswith(b"* ENABLED IMAP4REV2")
+    assert d.send('a CREATE "Entwürfe"\r\n'.encode()) == b"a OK CREATE completed\r\n"
+    assert d.send(b"b CREATE R&D\r\n") == b"b OK CREATE completed\r\n"
+    assert {"Entwürfe", "R&D"} <= set(d.store.folders)
+    listing = d.send(b'c LIST "" "*"\r\n')
+    assert "Entwürfe\r\n".encode() in listing  # UTF-8 goes out as a literal
+    assert b'"R&D"' in listing
+    assert b"&APw-" not in listing
+    rev1 = Driver(d.store)
+    rev1.login()
+    listing = rev1.send(b'c LIST "" "*"\r\n')
+    assert b'"Entw&APw-rfe"' in listing and b'"R&-D"' in listing
