@@ -8,6 +8,7 @@
 #   bench/peers.sh --quick --reps 1 --reps-cheap 1 --lat-reps 1   # smoke test (~4 min)
 #   bench/peers.sh --only smtp --targets smtp-sink,postfix,aiosmtpd,geomail
 #   bench/peers.sh -h                   # all options
+#   bench/peers.sh --imap [--quick]     # issue 14: IMAP beside Dovecot's imapd (bench/imap.py -h)
 #
 # Needs root (Postfix/Dovecot private instances, chown of Maildirs to uid 5000, geomail's
 # bench user), postfix (smtp-source, smtp-sink), dovecot-pop3d, cc, and a Python with gevent +
@@ -36,6 +37,13 @@ done
 
 # the idle-connection test holds 10,000 sockets in the harness and in the server under test
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# IMAP (issue 14) is a script of its own: bench/imap.py, geomail and a private Dovecot imapd
+if [ "${1:-}" = "--imap" ]; then
+  shift
+  [ -x /usr/lib/dovecot/imap ] || { echo "peers.sh: missing Dovecot's imap (apt-get install dovecot-imapd)" >&2; exit 2; }
+  exec timeout -k 30 3600 "$PYTHON" "$HERE/imap.py" "$@"
+fi
 
 # hard stop for the whole run: the harness has its own --budget (default 1080 s) and stops
 # its targets on SIGTERM; timeout is the outer guard
