@@ -3,10 +3,9 @@ SELECT of an unchanged 10,000-message folder costs a directory listing, not a re
 
 - the last **scan** of each folder (its ``FolderState`` and the ``FolderView`` the sessions
   get), reused only when a fresh listing of ``new/`` and ``cur/`` finds exactly the same file
-  names and the files that hold UIDs, modseqs and keywords are the same files (inode, size,
-  mtime: they are only ever replaced by rename). Nothing is trusted that was not looked at:
-  directory mtimes are not used, so changes made by delivery, POP3, mutt or Dovecot are
-  always seen;
+  names and the files that hold UIDs, modseqs and keywords have the same content (they are
+  read each time, parsed only when they changed). Nothing is trusted that was not looked
+  at: no mtimes, so changes made by delivery, POP3, mutt or Dovecot are always seen;
 - each message's **size and INTERNALDATE** (a Maildir file never changes once named);
 - each message's rendered **ENVELOPE and BODYSTRUCTURE** (the initial sync of a client asks
   for them for every message; parsing costs far more than reading them back).
@@ -22,19 +21,13 @@ import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from geomail.proto.imap_fetch import Summary
 
-FileId = tuple[int, int, int] | None  # (inode, size, mtime ns) of a file, None if missing
-
-
-def file_id(path: str) -> FileId:
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (status.st_ino, status.st_size, status.st_mtime_ns)
+T = TypeVar("T")
+MAX_FILES = 512  # parsed uidlist/modseq files kept
+MAX_FILE_SIZE = 4 << 20  # a larger one is parsed each time (it would fill the cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +35,7 @@ class Scan:
     """One folder as last scanned: the listing it came from and what was made of it."""
 
     present: dict[str, str]  # base name -> "cur/<file name>" (never mutated once kept)
-    files: tuple[FileId, ...]
+    sources: tuple[object, ...]  # what ``parsed`` gave for the folder's files at the time
     state: Any  # store.imap_maildir.FolderState
     by_uid: dict[int, Any]  # uid -> Message (never mutated once kept)
 
@@ -56,14 +49,17 @@ class IMAPCache:
         self._views: dict[str, tuple[Any, Any]] = {}  # folder path -> (state, FolderView)
         self._meta: dict[str, tuple[int, float]] = {}  # message path (base) -> size, mtime
         self._summaries: dict[str, Summary] = {}  # message path (base) -> its summary
+        self._files: dict[str, tuple[bytes, Any]] = {}  # path -> (content, parsed)
 
     # -- folder scans --
 
-    def scan(self, folder: str, present: dict[str, str], files: tuple[FileId, ...]) -> Scan | None:
-        """The kept scan of ``folder`` if nothing changed since: the same listing, the same
-        files."""
+    def scan(self, folder: str, present: dict[str, str],
+             sources: tuple[object, ...]) -> Scan | None:
+        """The kept scan of ``folder`` if nothing changed since: the same listing, and the
+        same ``parsed`` objects for its files (the same content)."""
         kept = self._scans.get(folder)
-        if kept is None or kept.files != files or kept.present != present:
+        if kept is None or kept.present != present or len(kept.sources) != len(sources) \
+                or any(a is not b for a, b in zip(kept.sources, sources, strict=True)):
             return None
         return kept
 
@@ -80,8 +76,7 @@ class IMAPCache:
         if kept is not None and kept[0] is state:
             return kept[1]
         view = make()
-        if folder in self._scans and self._scans[folder].state is state:
-            self._views[folder] = (state, view)
+        self._views[folder] = (state, view)
         return view
 
     def by_uid(self, folder: str, state: Any) -> dict[int, Any]:
@@ -96,6 +91,50 @@ class IMAPCache:
         """A folder deleted or renamed."""
         self._scans.pop(folder, None)
         self._views.pop(folder, None)
+
+    # -- files --
+
+    def parsed(self, path: str, parse: Callable[[bytes], T]) -> T | None:
+        """``parse`` of the file at ``path`` (None when there is none), reused while its
+        content is the same: the file is read each time (cheap), parsed only when it changed
+        (a uidlist of 10,000 lines takes ~40 ms). The result is shared, and the same object
+        while the content is: callers copy before they change it."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            chunks = []
+            while chunk := os.read(fd, max(size + 1, 65536)):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        kept = self._files.get(path)
+        if kept is not None and kept[0] == data:
+            return cast(T, kept[1])
+        value = parse(data)
+        if self.max_messages > 0 and len(data) <= MAX_FILE_SIZE:
+            if len(self._files) >= MAX_FILES:
+                with contextlib.suppress(RuntimeError):
+                    for old in list(self._files)[: MAX_FILES // 2]:
+                        self._files.pop(old, None)
+            self._files[path] = (data, value)
+        return value
+
+    def seed(self, path: str, data: bytes, value: object) -> None:
+        """We just wrote ``data`` to ``path``: its parse is ``value`` (never changed after)."""
+        if self.max_messages > 0 and len(data) <= MAX_FILE_SIZE:
+            self._files[path] = (data, value)
+
+    def last_scan(self, folder: str) -> Scan | None:
+        """The kept scan of ``folder``, current or not: a new scan reuses what it can."""
+        return self._scans.get(folder)
+
+    def last_view(self, folder: str) -> tuple[Any, Any] | None:
+        """(state, view) last made for ``folder``."""
+        return self._views.get(folder)
 
     # -- per message --
 

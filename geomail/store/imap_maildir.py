@@ -62,13 +62,14 @@ from geomail.proto.imap_mailbox import (
     MessageInfo,
 )
 from geomail.safeio import fsync_dir, write_atomic
-from geomail.store.imap_cache import FileId, IMAPCache, Scan, file_id
+from geomail.store.imap_cache import IMAPCache, Scan
 from geomail.store.imap_uids import (
     MODSEQ_NAME,
     UIDLIST_NAME,
     UidListCorrupt,
     UidMap,
     base_name,
+    parse_uidlist,
 )
 
 SUBDIRS = ("tmp", "new", "cur")
@@ -258,15 +259,21 @@ class _Modseqs:
         return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def _load_modseqs(path: str, uidvalidity: int) -> _Modseqs:
-    result = _Modseqs(uidvalidity)
-    try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            lines = handle.read().split("\n")
-    except FileNotFoundError:
+def _load_modseqs(path: str, uidvalidity: int, cache: IMAPCache) -> _Modseqs:
+    """The folder's modseqs (a copy the caller may change); empty when the file is missing
+    or belongs to another UIDVALIDITY (the modseqs start over)."""
+    parsed = cache.parsed(path, _parse_modseqs)
+    if parsed is None or parsed.uidvalidity != uidvalidity:
+        return _Modseqs(uidvalidity)
+    return _Modseqs(uidvalidity, dict(parsed.messages), dict(parsed.expunged))
+
+
+def _parse_modseqs(data: bytes) -> _Modseqs:
+    lines = data.decode("ascii", "replace").split("\n")
+    header = re.fullmatch(r"1 V(\d{1,10})", lines[0])
+    result = _Modseqs(int(header[1]) if header else 0)
+    if header is None:
         return result
-    if lines[0] != f"1 V{uidvalidity}":
-        return result  # another UIDVALIDITY: the modseqs start over
     for line in lines[1:]:
         parts = line.split(" ")
         if len(parts) == 2 and parts[0][:1] == "X" and parts[0][1:].isdigit() \
@@ -287,8 +294,8 @@ class MaildirFolder:
         self.path = path
         self.name = name
         self._host = hostname.replace("/", "\\057").replace(":", "\\072")
-        self.uids = UidMap(path)
         self.cache = cache if cache is not None else IMAPCache()
+        self.uids = UidMap(path, cache=self.cache)
         self._seq = 0
 
     # -- reading --
@@ -303,18 +310,25 @@ class MaildirFolder:
 
     def _sync(self, move_new: bool) -> FolderState:
         present = self._listing(move_new)
-        kept = self.cache.scan(self.path, present, self._file_ids())
+        kept = self.cache.scan(self.path, present, self._sources())
         if kept is not None:
             return cast(FolderState, kept.state)
         state = self._scan(present)
-        self.cache.keep_scan(self.path, Scan(present, self._file_ids(), state,
-                                             state.by_uid()))
+        self.cache.keep_scan(self.path, Scan(present, self._sources(), state, state.by_uid()))
         return state
 
-    def _file_ids(self) -> tuple[FileId, ...]:
-        """The files a scan reads besides the listing (replaced by rename when changed)."""
-        return tuple(file_id(f"{self.path}/{name}")
-                     for name in (UIDLIST_NAME, MODSEQS_NAME, MODSEQ_NAME, KEYWORDS_NAME))
+    def _sources(self) -> tuple[object, ...]:
+        """What a scan reads besides the listing, as ``IMAPCache.parsed`` shares it (the
+        same objects while the files' content is the same)."""
+        uidlist: object
+        try:
+            uidlist = self.cache.parsed(f"{self.path}/{UIDLIST_NAME}", parse_uidlist)
+        except UidListCorrupt:
+            uidlist = object()  # never the same: the scan deals with it
+        return (uidlist,
+                self.cache.parsed(f"{self.path}/{MODSEQS_NAME}", _parse_modseqs),
+                *(self.cache.parsed(f"{self.path}/{name}", bytes)
+                  for name in (MODSEQ_NAME, KEYWORDS_NAME)))
 
     def _scan(self, present: dict[str, str]) -> FolderState:
         try:
@@ -331,7 +345,7 @@ class MaildirFolder:
             self.uids.rebuild()
             result = self.uids.synchronize([k.partition("/")[2] for k in present.values()])
         uidlist = result.uidlist
-        mods = _load_modseqs(f"{self.path}/{MODSEQS_NAME}", uidlist.uidvalidity)
+        mods = _load_modseqs(f"{self.path}/{MODSEQS_NAME}", uidlist.uidvalidity, self.cache)
         by_uid = {rec.uid: base for base, rec in uidlist.records.items()}
         changed = [uid for uid, base in by_uid.items()
                    if mods.messages.get(uid, (0, None))[1] != info_of(present[base])]
@@ -348,13 +362,25 @@ class MaildirFolder:
                 del mods.messages[uid]
                 mods.expunged[uid] = modseq
             _trim(mods)
-            write_atomic(f"{self.path}/{MODSEQS_NAME}", mods.render())
+            rendered = mods.render()
+            write_atomic(f"{self.path}/{MODSEQS_NAME}", rendered)
+            self.cache.seed(f"{self.path}/{MODSEQS_NAME}", rendered, mods)
         keywords = Keywords(f"{self.path}/{KEYWORDS_NAME}")
-        messages = tuple(
-            Message(uid, present[base], frozenset(keywords.flags(info_of(present[base]))),
-                    mods.messages[uid][0])
-            for uid, base in sorted(by_uid.items()))
-        return FolderState(uidlist.uidvalidity, uidlist.next_uid, highest, messages,
+        # Messages whose file name and modseq are as in the last scan are the same objects
+        # (a STORE changes a few of 10,000: the rest costs a lookup, not a parse).
+        last = self.cache.last_scan(self.path)
+        before = last.by_uid if last is not None and last.state.keywords == keywords.all \
+            else {}
+        messages = []
+        for uid, base in sorted(by_uid.items()):
+            key, modseq = present[base], mods.messages[uid][0]
+            old = before.get(uid)
+            if old is not None and old.key == key and old.modseq == modseq:
+                messages.append(old)
+            else:
+                messages.append(Message(uid, key, frozenset(keywords.flags(info_of(key))),
+                                        modseq))
+        return FolderState(uidlist.uidvalidity, uidlist.next_uid, highest, tuple(messages),
                            keywords.all)
 
     def _listing(self, move_new: bool) -> dict[str, str]:
@@ -390,10 +416,14 @@ class MaildirFolder:
                 if os.stat(f"{self.path}/tmp/{name}").st_mtime < limit:
                     os.unlink(f"{self.path}/tmp/{name}")
 
+    def known_path(self, message: Message) -> str:
+        """Where the last scan saw the message's file (it may have been renamed since)."""
+        return f"{self.path}/{message.key}"
+
     def file_path(self, message: Message) -> str:
         """The message's path now, following a rename by someone else (same base name);
         ``MailboxError`` (EXPUNGEISSUED) when it is gone."""
-        path = f"{self.path}/{message.key}"
+        path = self.known_path(message)
         if os.path.exists(path):
             return path
         found = self._find(base_name(message.filename))
@@ -413,6 +443,8 @@ class MaildirFolder:
         """``use(path)`` on the message's file, looked up again when it was renamed between
         ``file_path`` and ``use`` (a flag change by another session or POP3, outside our
         lock): only a file that is not found at all is an expunge."""
+        with contextlib.suppress(FileNotFoundError):  # where the last scan saw it: mostly
+            return use(self.known_path(message))
         for _ in range(RENAME_RETRIES):
             try:
                 return use(self.file_path(message))
@@ -437,7 +469,7 @@ class MaildirFolder:
 
     # -- writing --
 
-    def store(self, state: FolderState, uids: Sequence[int], flags: Iterable[str], mode: str,
+    def store(self, uids: Sequence[int], flags: Iterable[str], mode: str,
               unchanged_since: int | None = None) -> tuple[FolderState, list[int]]:
         """STORE (RFC 9051 6.4.6): ``mode`` "set", "add" or "remove"; with
         ``unchanged_since`` (CONDSTORE, RFC 7162 3.1.3) messages whose modseq is greater are
@@ -595,7 +627,7 @@ class MaildirFolder:
         """UIDs expunged with a modseq above ``modseq`` (QRESYNC, RFC 7162 3.2.5.2), as far
         as the bounded memory reaches (``MAX_VANISHED``)."""
         uidvalidity = (self.uids.load() or self.uids.rebuild()).uidvalidity
-        mods = _load_modseqs(f"{self.path}/{MODSEQS_NAME}", uidvalidity)
+        mods = _load_modseqs(f"{self.path}/{MODSEQS_NAME}", uidvalidity, self.cache)
         return sorted(u for u, m in mods.expunged.items() if m > modseq)
 
     # -- internals --
@@ -659,8 +691,20 @@ def _trim(mods: _Modseqs) -> None:
 
 
 def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+    # os.read into one buffer of the file's size: FETCH of many small messages spends its
+    # time here, and a buffered file object costs more than the read
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _crlf_size(path: str) -> int:
@@ -1043,7 +1087,7 @@ class MaildirMailStore:
                     unchangedsince: int | None = None) -> Sequence[MessageInfo]:
         with _faults():
             folder, _ = self._known(name)
-            state, modified = folder.store(folder.sync(False), uids, flags, _MODES[mode],
+            state, modified = folder.store(uids, flags, _MODES[mode],
                                            unchangedsince)
             self._view(folder, state)
             wanted = set(uids) - set(modified)
@@ -1101,8 +1145,19 @@ class MaildirMailStore:
         self._views[folder.name] = (folder, self.cache.by_uid(folder.path, state))
 
         def make() -> FolderView:
+            # the last view's entries for messages that did not change (the same objects)
+            last = self.cache.last_view(folder.path)
+            before: dict[int, tuple[Message, MessageInfo]] = {}
+            if last is not None:
+                last_infos = {info.uid: info for info in last[1].messages}
+                before = {m.uid: (m, last_infos[m.uid]) for m in last[0].messages
+                          if m.uid in last_infos}
             infos = []
             for message in state.messages:
+                old = before.get(message.uid)
+                if old is not None and old[0] is message:
+                    infos.append(old[1])
+                    continue
                 with contextlib.suppress(MailboxError, FileNotFoundError):
                     infos.append(self._info(folder, message))
             return FolderView(state.uidvalidity, state.uidnext, state.highest_modseq,

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from geomail.errors import StoreError
 from geomail.safeio import write_atomic
+from geomail.store.imap_cache import IMAPCache
 
 UIDLIST_NAME = "dovecot-uidlist"
 MODSEQ_NAME = "geomail-modseq"
@@ -68,6 +69,12 @@ class UidList:
     guid: str
     records: dict[str, Record] = field(default_factory=dict)
     header_extra: str = ""  # unknown header fields, kept
+
+    def copy(self) -> UidList:
+        """A copy whose records can change without changing this one (records are not
+        changed in place, only added and removed)."""
+        return UidList(self.uidvalidity, self.next_uid, self.guid, dict(self.records),
+                       self.header_extra)
 
     def uid(self, basename: str) -> int | None:
         record = self.records.get(basename)
@@ -178,9 +185,11 @@ class Sync:
 class UidMap:
     """The UID list and modseq counter of one Maildir folder at ``root`` (blocking calls)."""
 
-    def __init__(self, root: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: str, clock: Callable[[], float] = time.time,
+                 cache: IMAPCache | None = None) -> None:
         self.root = root
         self._clock = clock
+        self._cache = cache  # parsed lists shared by the process's sessions
 
     @property
     def path(self) -> str:
@@ -189,6 +198,9 @@ class UidMap:
     def load(self) -> UidList | None:
         """The list as on disk, None when there is none yet (no lock: renames are atomic)."""
         try:
+            if self._cache is not None:
+                parsed = self._cache.parsed(self.path, parse_uidlist)
+                return parsed.copy() if parsed is not None else None
             with open(self.path, "rb") as handle:
                 return parse_uidlist(handle.read())
         except FileNotFoundError:

@@ -16,9 +16,9 @@ from geomail.store.imap_maildir import MaildirFolder, MaildirMailStore, Message
 
 
 def rename_once_after_lookup(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """``file_path`` answers, then the file is renamed (\\Flagged added) before the caller
+    """``known_path`` answers, then the file is renamed (\\Flagged added) before the caller
     opens it: what another session's STORE does at the worst moment. Once per message."""
-    original = MaildirFolder.file_path
+    original = MaildirFolder.known_path
     renamed: list[str] = []
 
     def racing(self: MaildirFolder, message: Message) -> str:
@@ -28,7 +28,7 @@ def rename_once_after_lookup(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             renamed.append(str(message.uid))
         return path
 
-    monkeypatch.setattr(MaildirFolder, "file_path", racing)
+    monkeypatch.setattr(MaildirFolder, "known_path", racing)
     return renamed
 
 
