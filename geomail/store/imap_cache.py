@@ -40,6 +40,23 @@ class Scan:
     by_uid: dict[int, Any]  # uid -> Message (never mutated once kept)
 
 
+def read_file(path: str) -> bytes:
+    """The whole file: os.read into a buffer of its size (FETCH of many small messages spends
+    its time here, and a buffered file object costs more than the read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return data
+        chunks = [data]  # it grew meanwhile
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 class IMAPCache:
     """The process's folder scans, message metadata and summaries (see the module)."""
 
@@ -100,17 +117,9 @@ class IMAPCache:
         (a uidlist of 10,000 lines takes ~40 ms). The result is shared, and the same object
         while the content is: callers copy before they change it."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            data = read_file(path)
         except FileNotFoundError:
             return None
-        try:
-            size = os.fstat(fd).st_size
-            chunks = []
-            while chunk := os.read(fd, max(size + 1, 65536)):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
         kept = self._files.get(path)
         if kept is not None and kept[0] == data:
             return cast(T, kept[1])

@@ -62,7 +62,7 @@ from geomail.proto.imap_mailbox import (
     MessageInfo,
 )
 from geomail.safeio import fsync_dir, write_atomic
-from geomail.store.imap_cache import IMAPCache, Scan
+from geomail.store.imap_cache import IMAPCache, Scan, read_file
 from geomail.store.imap_uids import (
     MODSEQ_NAME,
     UIDLIST_NAME,
@@ -433,7 +433,7 @@ class MaildirFolder:
 
     def read(self, message: Message) -> bytes:
         """The whole message as stored (LF line ends, Maildir convention)."""
-        return self._at_file(message, _read_file)
+        return self._at_file(message, read_file)
 
     def internaldate(self, message: Message) -> float:
         """INTERNALDATE (RFC 9051 2.3.3): the file's mtime, set at APPEND."""
@@ -688,23 +688,6 @@ def _trim(mods: _Modseqs) -> None:
     if len(mods.expunged) > MAX_VANISHED:
         for uid in sorted(mods.expunged)[:len(mods.expunged) - MAX_VANISHED]:
             del mods.expunged[uid]
-
-
-def _read_file(path: str) -> bytes:
-    # os.read into one buffer of the file's size: FETCH of many small messages spends its
-    # time here, and a buffered file object costs more than the read
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)
-        if len(data) <= size:
-            return data
-        chunks = [data]
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _crlf_size(path: str) -> int:
@@ -1033,13 +1016,7 @@ class MaildirMailStore:
     def fetch(self, name: str, uid: int) -> bytes | None:
         with _faults():
             folder, messages = self._known(name)
-            message = messages.get(uid)
-            if message is None:
-                return None
-            try:
-                return folder.read(message)
-            except (MailboxError, FileNotFoundError):
-                return None
+            return self._read(folder, messages.get(uid))
 
     def fetch_many(self, name: str, uids: Sequence[int],
                    max_bytes: int) -> Sequence[tuple[int, bytes | None]]:
