@@ -38,6 +38,8 @@ class Scan:
     sources: tuple[object, ...]  # what ``parsed`` gave for the folder's files at the time
     state: Any  # store.imap_maildir.FolderState
     by_uid: dict[int, Any]  # uid -> Message (never mutated once kept)
+    uid_of: dict[str, int]  # base name -> uid (never mutated once kept)
+    position: dict[int, int]  # uid -> index in state.messages (never mutated once kept)
 
 
 def read_file(path: str) -> bytes:

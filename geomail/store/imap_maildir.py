@@ -314,8 +314,47 @@ class MaildirFolder:
         if kept is not None:
             return cast(FolderState, kept.state)
         state = self._scan(present)
-        self.cache.keep_scan(self.path, Scan(present, self._sources(), state, state.by_uid()))
+        self._keep(present, state, state.by_uid())
         return state
+
+    def _keep(self, present: dict[str, str], state: FolderState,
+              by_uid: dict[int, Message], uid_of: dict[str, int] | None = None,
+              position: dict[int, int] | None = None) -> None:
+        if uid_of is None:
+            uid_of = {base_name(m.filename): m.uid for m in state.messages}
+        if position is None:
+            position = {m.uid: i for i, m in enumerate(state.messages)}
+        self.cache.keep_scan(self.path, Scan(present, self._sources(), state, by_uid, uid_of,
+                                             position))
+
+    def _after_renames(self, scan: Scan, renamed: dict[str, str]) -> FolderState:
+        """The folder after our own flag changes (``renamed``: base name -> new key) to
+        ``scan``, taken under the same lock: only those messages get new modseqs and
+        entries, the rest is the scan's (a STORE of a few messages in 10,000 costs its own
+        messages, one copy of the tables and one write of the modseqs)."""
+        state = cast(FolderState, scan.state)
+        present = dict(scan.present)
+        present.update(renamed)
+        changed = sorted((scan.uid_of[base], key) for base, key in renamed.items())
+        highest = self.uids.next_modseq(state.uidvalidity, len(changed))
+        mods = _load_modseqs(f"{self.path}/{MODSEQS_NAME}", state.uidvalidity, self.cache)
+        keywords = Keywords(f"{self.path}/{KEYWORDS_NAME}")
+        by_uid = dict(scan.by_uid)
+        messages = list(state.messages)
+        modseq = highest - len(changed)
+        for uid, key in changed:
+            modseq += 1
+            mods.messages[uid] = (modseq, info_of(key))
+            message = Message(uid, key, frozenset(keywords.flags(info_of(key))), modseq)
+            by_uid[uid] = message
+            messages[scan.position[uid]] = message
+        rendered = mods.render()
+        write_atomic(f"{self.path}/{MODSEQS_NAME}", rendered)
+        self.cache.seed(f"{self.path}/{MODSEQS_NAME}", rendered, mods)
+        new = FolderState(state.uidvalidity, state.uidnext, highest, tuple(messages),
+                          keywords.all)
+        self._keep(present, new, by_uid, scan.uid_of, scan.position)
+        return new
 
     def _sources(self) -> tuple[object, ...]:
         """What a scan reads besides the listing, as ``IMAPCache.parsed`` shares it (the
@@ -478,11 +517,16 @@ class MaildirFolder:
         if mode not in ("set", "add", "remove"):
             raise ValueError(mode)
         with self._locked():
-            current = self._sync(False).by_uid()
+            before = self._sync(False)
+            scan = self.cache.last_scan(self.path)
+            if scan is not None and scan.state is not before:
+                scan = None
+            current = scan.by_uid if scan is not None else before.by_uid()
             keywords = Keywords(f"{self.path}/{KEYWORDS_NAME}")
             letters = set(keywords.letters(flags, add=mode != "remove"))
             modified = []
-            touched = False
+            renamed: dict[str, str] = {}
+            exact = True  # every rename found the file where the scan saw it
             for uid in uids:
                 message = current.get(uid)
                 if message is None:
@@ -490,30 +534,38 @@ class MaildirFolder:
                 if unchanged_since is not None and message.modseq > unchanged_since:
                     modified.append(uid)
                     continue
-                touched |= self._rename(message, lambda old: _apply(old, letters, mode,
-                                                                    keywords))
-            if touched:
-                fsync_dir(f"{self.path}/cur")
-            return self._sync(False), modified
+                key, moved = self._rename(message, lambda old: _apply(old, letters, mode,
+                                                                      keywords))
+                exact = exact and not moved
+                if key is not None:
+                    renamed[base_name(message.filename)] = key
+            if not renamed:
+                return (before if exact else self._sync(False)), modified
+            fsync_dir(f"{self.path}/cur")
+            if scan is None or not exact:
+                return self._sync(False), modified
+            return self._after_renames(scan, renamed), modified
 
-    def _rename(self, message: Message, change: Callable[[str], set[str]]) -> bool:
+    def _rename(self, message: Message,
+                change: Callable[[str], set[str]]) -> tuple[str | None, bool]:
         """Give ``message`` the info ``change(old info)``; follows a rename by someone else
-        (same base name) once; False when nothing changed or the message is gone."""
+        (same base name) once. Returns (the new key, or None when nothing changed or the
+        message is gone; whether someone else had renamed it)."""
         key = message.key
-        for _ in range(2):
+        for attempt in range(2):
             filename = key.partition("/")[2]
             target = with_info(filename, change(info_of(filename)))
             if key == f"cur/{target}":
-                return False
+                return None, attempt > 0
             try:
                 os.rename(f"{self.path}/{key}", f"{self.path}/cur/{target}")
-                return True
+                return f"cur/{target}", attempt > 0
             except FileNotFoundError:
                 found = self._find(base_name(filename))
                 if found is None:
-                    return False  # expunged meanwhile: reported at the next sync
+                    return None, True  # expunged meanwhile: reported at the next sync
                 key = found
-        return False
+        return None, True
 
     def append(self, data: bytes, flags: Iterable[str] = (),
                internaldate: float | None = None) -> tuple[int, int]:
