@@ -1008,6 +1008,7 @@ class IMAPSession:
         sets_seen = not selected.readonly and any(
             (a.name in ("RFC822", "RFC822.TEXT") or (a.name in ("BODY", "BINARY")
              and a.section is not None)) and not a.peek for a in attributes)
+        plan = _fetch_plan(attributes, "CONDSTORE" in self.enabled)
         wanted = [uid for uid in uids if (info := self._info(uid)) is not None
                   and (arguments.changedsince is None or info.modseq > arguments.changedsince)]
         gone = False
@@ -1041,24 +1042,27 @@ class IMAPSession:
                         assert isinstance(new, MessageInfo)
                         self._set_info(new)
                         seen[new.uid] = new
+            responses: list[bytes] = []  # the batch's, sent together
             for uid, found in present:
                 info = self._info(uid)
                 if info is None:
                     continue
                 try:
-                    items = _fetch_items(
-                        info, attributes,
-                        ParsedMessage(found) if isinstance(found, bytes) else None,
-                        "CONDSTORE" in self.enabled,
-                        found if isinstance(found, Summary) else None)
+                    items = b" ".join([item(
+                        info, ParsedMessage(found) if isinstance(found, bytes) else None,
+                        found if isinstance(found, Summary) else None) for item in plan])
                 except UnknownEncoding as error:
+                    if responses:
+                        yield Send(b"".join(responses))
                     raise _Refused("NO", f"Cannot decode: {error}", "UNKNOWN-CTE") from None
                 if uid in seen and not any(a.name == "FLAGS" for a in attributes):
                     items += b" FLAGS " + flag_list(info.flags).text.encode()
                 if uid in seen and "CONDSTORE" in self.enabled \
                         and not any(a.name == "UID" for a in attributes):
                     items += f" UID {uid}".encode()  # RFC 7162 3.2.4: \Seen set implicitly
-                yield Send(untagged(f"{self._seq_of(uid)} FETCH (".encode() + items + b")"))
+                responses.append(b"* %d FETCH (%b)\r\n" % (self._seq_of(uid), items))
+            if responses:
+                yield Send(b"".join(responses))
         if gone:
             raise _Refused("NO", "Some messages were expunged", "EXPUNGEISSUED")
         yield self._ok(f"{'UID ' if command.uid else ''}FETCH completed")
@@ -1271,6 +1275,58 @@ def _from_summary(attribute: FetchAttribute) -> bool:
     """An item the message's ``Summary`` holds (no need for the message's bytes)."""
     return attribute.name in ("ENVELOPE", "BODYSTRUCTURE") or (
         attribute.name == "BODY" and attribute.section is None)
+
+
+FetchItem = Callable[[MessageInfo, "ParsedMessage | None", "Summary | None"], bytes]
+
+
+def _fetch_plan(attributes: Sequence[FetchAttribute], condstore: bool) -> list[FetchItem]:
+    """One renderer per item of a FETCH, chosen once for all its messages (an initial sync
+    renders five items for each of 10,000 messages)."""
+    plan: list[FetchItem] = []
+    for attribute in attributes:
+        name = attribute.name
+        if name == "UID":
+            plan.append(lambda info, parsed, summary: b"UID %d" % info.uid)
+        elif name == "FLAGS":
+            plan.append(lambda info, parsed, summary:
+                        b"FLAGS " + flag_list(info.flags).text.encode())
+        elif name == "INTERNALDATE":
+            plan.append(lambda info, parsed, summary:
+                        b'INTERNALDATE "%b"' % date_time(info.internaldate).encode())
+        elif name == "RFC822.SIZE":
+            plan.append(lambda info, parsed, summary: b"RFC822.SIZE %d" % (
+                len(parsed.data) if parsed is not None else info.size))
+        elif name == "MODSEQ":
+            plan.append(lambda info, parsed, summary: b"MODSEQ (%d)" % info.modseq)
+        elif _from_summary(attribute):
+            plan.append(_summary_item(attribute))
+        else:
+            plan.append(_generic_item(attribute))
+    if condstore and not any(a.name == "MODSEQ" for a in attributes):
+        plan.append(lambda info, parsed, summary: b"MODSEQ (%d)" % info.modseq)
+    return plan
+
+
+def _generic_item(attribute: FetchAttribute) -> FetchItem:
+    def item(info: MessageInfo, parsed: ParsedMessage | None, summary: Summary | None) -> bytes:
+        return _fetch_items(info, (attribute,), parsed, False, summary)
+
+    return item
+
+
+def _summary_item(attribute: FetchAttribute) -> FetchItem:
+    name = attribute.name
+    label = name.encode() + b" "
+
+    def item(info: MessageInfo, parsed: ParsedMessage | None, summary: Summary | None) -> bytes:
+        if summary is None:
+            return _fetch_items(info, (attribute,), parsed, False)
+        if name == "ENVELOPE":
+            return label + summary.envelope
+        return label + (summary.bodystructure if name == "BODYSTRUCTURE" else summary.body)
+
+    return item
 
 
 def _fetch_items(info: MessageInfo, attributes: Sequence[FetchAttribute],

@@ -84,8 +84,9 @@ def flag_list(flags: Iterable[str]) -> Atom:
 
 def date_time(moment: datetime.datetime) -> str:
     """RFC 9051 9 ``date-time``: ``"06-Dec-2026 19:57:22 +0000"``."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
+    if moment.tzinfo is datetime.UTC or moment.tzinfo is None:  # the store's: fast
+        return (f"{moment.day:02d}-{_MONTHS[moment.month - 1]}-{moment.year:04d} "
+                f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} +0000")
     offset = moment.utcoffset() or datetime.timedelta(0)
     minutes = int(offset.total_seconds()) // 60
     sign = "+" if minutes >= 0 else "-"
