@@ -79,8 +79,8 @@ class Limits:
     imap_max_literal: int = 64 * KiB
     imap_max_command: int = 256 * KiB
     # Messages whose scans, sizes, dates and ENVELOPE/BODYSTRUCTURE all sessions share in
-    # memory (store/imap_cache): about 1 KiB each.
-    imap_cache_messages: int = 200_000
+    # memory (store/imap_cache): about 2.5 KiB each.
+    imap_cache_messages: int = 50_000
     max_connection_time: float = 3600.0  # total lifetime of one connection
     min_data_rate: int = 500  # octets/s of message data that earn more time (Postfix's default)
     spool_memory: int = 16 * MiB  # message bodies held in memory, all connections together

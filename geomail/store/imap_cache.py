@@ -62,7 +62,7 @@ def read_file(path: str) -> bytes:
 class IMAPCache:
     """The process's folder scans, message metadata and summaries (see the module)."""
 
-    def __init__(self, max_messages: int = 200_000) -> None:
+    def __init__(self, max_messages: int = 50_000) -> None:
         self.max_messages = max_messages
         self._scans: dict[str, Scan] = {}
         self._views: dict[str, tuple[Any, Any]] = {}  # folder path -> (state, FolderView)
@@ -83,8 +83,8 @@ class IMAPCache:
         return kept
 
     def keep_scan(self, folder: str, scan: Scan) -> None:
-        if len(scan.present) > self.max_messages // 2:
-            return  # a folder this large would push everything else out
+        if len(scan.present) > self.max_messages:
+            return  # a folder larger than the whole cache is scanned each time
         self._scans.pop(folder, None)  # re-inserted: the newest
         self._scans[folder] = scan
         self._trim(self._scans, lambda kept: len(kept.present))
