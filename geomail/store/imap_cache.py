@@ -95,7 +95,9 @@ class IMAPCache:
         if kept is not None and kept[0] is state:
             return kept[1]
         view = make()
-        self._views[folder] = (state, view)
+        scan = self._scans.get(folder)
+        if scan is not None and scan.state is state:  # bounded with the scans
+            self._views[folder] = (state, view)
         return view
 
     def by_uid(self, folder: str, state: Any) -> dict[int, Any]:
