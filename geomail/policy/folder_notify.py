@@ -123,8 +123,8 @@ class FolderNotifier:
             return
         try:
             events = self._inotify.read()
-        except OSError as exc:
-            event(log, logging.ERROR, "internal-error", where="folder-notify", error=str(exc))
+        except OSError:
+            event(log, logging.ERROR, "internal-error", exc_info=True, where="folder-notify")
             return
         woken: set[Subscription] = set()
         for wd, mask in events.items():
