@@ -190,7 +190,14 @@ def worker_main(argv: list[str]) -> int:  # pragma: no cover - the worker proces
         system.drop_privileges(argv[1])
     answers = os.dup(sys.stdout.fileno())  # the answers' own descriptor; anything a library
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints goes to stderr, not the pipe
-    return _serve(verifier, sys.stdin.fileno(), answers)
+    code = _serve(verifier, sys.stdin.fileno(), answers)
+    # Leave without the interpreter's finalization: gevent's patched threading shutdown can
+    # need a new hub there, and making one imports modules that a worker which dropped its
+    # privileges may not read (a ModuleNotFoundError at exit, seen once in CI). The answers
+    # went out with os.write; nothing else is buffered but stderr.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _serve(verifier: DKIMVerifier, requests: int,
