@@ -1045,13 +1045,17 @@ class MaildirMailStore:
 
     def delete(self, name: str) -> None:
         with _faults():
+            path = self.mailboxes.folder_path(name)
             self.mailboxes.delete(name)
             self._views.pop(self.mailboxes.canonical(name), None)
+            self.cache.forget(path)  # memory only: a scan is never reused unchecked
 
     def rename(self, old: str, new: str) -> None:
         with _faults():
+            path = self.mailboxes.folder_path(old)
             self.mailboxes.rename(old, new)
             self._views.clear()
+            self.cache.forget(path)
 
     def subscribe(self, name: str, subscribed: bool) -> None:
         with _faults():
