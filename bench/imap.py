@@ -339,18 +339,7 @@ def wait_greeting(port, proc, timeout=60):
 def descendants(pid):
     """pid and every process below it, from one pass over /proc (a pass per process would be
     quadratic: 5,000 Dovecot imap processes took longer than the run)."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        # the command name (in parentheses) may hold spaces: the parent pid follows ") S "
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(d))
+    children = mailbench.process_children()
     out, todo = [], [pid]
     while todo:
         p = todo.pop()

@@ -195,19 +195,24 @@ def mem_of(pids):
     return {"rss_kib": rss, "pss_kib": pss, "procs": n}
 
 
-def children_of(ppid):
-    out = []
+def process_children():
+    """ppid -> [pid], from one pass over /proc."""
+    children = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
                 st = f.read()
-            if int(st[st.rindex(")") + 2:].split()[1]) == ppid:
-                out.append(int(d))
+            # the command name (in parentheses) may hold spaces: the parent pid follows ") S "
+            children.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
-    return out
+    return children
+
+
+def children_of(ppid):
+    return process_children().get(ppid, [])
 
 
 def kill_pid(pid, timeout=10.0):
