@@ -1310,7 +1310,7 @@ def _fetch_plan(attributes: Sequence[FetchAttribute], condstore: bool) -> list[F
 
 def _generic_item(attribute: FetchAttribute) -> FetchItem:
     def item(info: MessageInfo, parsed: ParsedMessage | None, summary: Summary | None) -> bytes:
-        return _fetch_items(info, (attribute,), parsed, False, summary)
+        return _message_item(attribute, parsed)
 
     return item
 
@@ -1321,7 +1321,7 @@ def _summary_item(attribute: FetchAttribute) -> FetchItem:
 
     def item(info: MessageInfo, parsed: ParsedMessage | None, summary: Summary | None) -> bytes:
         if summary is None:
-            return _fetch_items(info, (attribute,), parsed, False)
+            return _message_item(attribute, parsed)
         if name == "ENVELOPE":
             return label + summary.envelope
         return label + (summary.bodystructure if name == "BODYSTRUCTURE" else summary.body)
@@ -1329,71 +1329,43 @@ def _summary_item(attribute: FetchAttribute) -> FetchItem:
     return item
 
 
-def _fetch_items(info: MessageInfo, attributes: Sequence[FetchAttribute],
-                 parsed: ParsedMessage | None, condstore: bool,
-                 summary: Summary | None = None) -> bytes:
-    items: list[bytes] = []
-    for attribute in attributes:
-        name = attribute.name
-        value: Value
-        if summary is not None and _from_summary(attribute):
-            rendered = {"ENVELOPE": summary.envelope, "BODYSTRUCTURE": summary.bodystructure,
-                        "BODY": summary.body}[name]
-            items.append(name.encode() + b" " + rendered)
-            continue
-        if name == "UID":
-            items.append(f"UID {info.uid}".encode())
-            continue
-        if name == "FLAGS":
-            items.append(b"FLAGS " + flag_list(info.flags).text.encode())
-            continue
-        if name == "INTERNALDATE":
-            value = date_time(info.internaldate)
-        elif name == "RFC822.SIZE":
-            value = len(parsed.data) if parsed is not None else info.size
-        elif name == "MODSEQ":
-            items.append(f"MODSEQ ({info.modseq})".encode())
-            continue
-        else:
-            assert parsed is not None
-            if name == "ENVELOPE":
-                value = parsed.envelope()
-            elif name == "BODYSTRUCTURE":
-                value = parsed.bodystructure(True)
-            elif name == "BODY" and attribute.section is None:
-                value = parsed.bodystructure(False)
-            elif name == "RFC822":
-                value = parsed.data
-            elif name == "RFC822.HEADER":
-                value = parsed.header_bytes()
-            elif name == "RFC822.TEXT":
-                value = parsed.text_bytes()
-            elif name == "BINARY.SIZE":
-                section = attribute.section
-                data = parsed.binary(section.part if section else ())
-                value = len(data) if data is not None else 0
-                label = f"BINARY.SIZE[{'.'.join(map(str, section.part)) if section else ''}]"
-                items.append(label.encode() + b" " + render(value))
-                continue
-            elif name == "BINARY":
-                section = attribute.section
-                data = parsed.binary(section.part if section else ())
-                # literal8 only when needed (NUL octets, RFC 9051 4.3.1), as Dovecot does:
-                # imaplib-based clients (imapclient) cannot read ~{n}
-                chunk = _partial(data, attribute.partial) if data is not None else None
-                value = Literal8(chunk) if chunk is not None and b"\0" in chunk else chunk
-                items.append(_section_name(attribute).encode() + b" " + render(value))
-                continue
-            else:  # BODY[section]
-                assert attribute.section is not None
-                data = parsed.section(attribute.section)
-                value = _partial(data if data is not None else b"", attribute.partial)
-                items.append(_section_name(attribute).encode() + b" " + render(value))
-                continue
-        items.append(name.encode() + b" " + render(value))
-    if condstore and not any(a.name == "MODSEQ" for a in attributes):
-        items.append(f"MODSEQ ({info.modseq})".encode())
-    return b" ".join(items)
+def _message_item(attribute: FetchAttribute, parsed: ParsedMessage | None) -> bytes:
+    """One FETCH item that needs the message itself (RFC 9051 7.5.2): its structure, a
+    section or a BINARY part."""
+    assert parsed is not None
+    name = attribute.name
+    value: Value
+    if name == "ENVELOPE":
+        value = parsed.envelope()
+    elif name == "BODYSTRUCTURE":
+        value = parsed.bodystructure(True)
+    elif name == "BODY" and attribute.section is None:
+        value = parsed.bodystructure(False)
+    elif name == "RFC822":
+        value = parsed.data
+    elif name == "RFC822.HEADER":
+        value = parsed.header_bytes()
+    elif name == "RFC822.TEXT":
+        value = parsed.text_bytes()
+    elif name == "BINARY.SIZE":
+        section = attribute.section
+        data = parsed.binary(section.part if section else ())
+        label = f"BINARY.SIZE[{'.'.join(map(str, section.part)) if section else ''}]"
+        return label.encode() + b" " + render(len(data) if data is not None else 0)
+    elif name == "BINARY":
+        section = attribute.section
+        data = parsed.binary(section.part if section else ())
+        # literal8 only when needed (NUL octets, RFC 9051 4.3.1), as Dovecot does:
+        # imaplib-based clients (imapclient) cannot read ~{n}
+        chunk = _partial(data, attribute.partial) if data is not None else None
+        value = Literal8(chunk) if chunk is not None and b"\0" in chunk else chunk
+        return _section_name(attribute).encode() + b" " + render(value)
+    else:  # BODY[section]
+        assert attribute.section is not None
+        data = parsed.section(attribute.section)
+        value = _partial(data if data is not None else b"", attribute.partial)
+        return _section_name(attribute).encode() + b" " + render(value)
+    return name.encode() + b" " + render(value)
 
 
 # ---- SEARCH (RFC 9051 6.4.4) --------------------------------------------------------------------

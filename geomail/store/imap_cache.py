@@ -18,12 +18,12 @@ dict operation (atomic under the GIL) on immutable values, and a lost race only 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from geomail.proto.imap_fetch import Summary
+from geomail.safeio import read_file
 
 T = TypeVar("T")
 MAX_FILES = 512  # parsed uidlist/modseq files kept
@@ -40,23 +40,6 @@ class Scan:
     by_uid: dict[int, Any]  # uid -> Message (never mutated once kept)
     uid_of: dict[str, int]  # base name -> uid (never mutated once kept)
     position: dict[int, int]  # uid -> index in state.messages (never mutated once kept)
-
-
-def read_file(path: str) -> bytes:
-    """The whole file: os.read into a buffer of its size (FETCH of many small messages spends
-    its time here, and a buffered file object costs more than the read)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)
-        if len(data) <= size:
-            return data
-        chunks = [data]  # it grew meanwhile
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 class IMAPCache:

@@ -61,8 +61,8 @@ from geomail.proto.imap_mailbox import (
     MailboxError,
     MessageInfo,
 )
-from geomail.safeio import fsync_dir, write_atomic
-from geomail.store.imap_cache import IMAPCache, Scan, read_file
+from geomail.safeio import fsync_dir, read_file, write_atomic, write_file_synced
+from geomail.store.imap_cache import IMAPCache, Scan
 from geomail.store.imap_uids import (
     MODSEQ_NAME,
     UIDLIST_NAME,
@@ -92,7 +92,6 @@ _FLAG_CASE = {flag.lower(): flag for flag in SYSTEM_LETTERS}
 _KEYWORD = re.compile(r"[\x21-\x7e]+")
 _KEYWORD_BAD = frozenset('(){ %*"\\]')
 _V2_HEADER = "V\t2\n\n"
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _T = TypeVar("_T")
 
 
@@ -580,7 +579,7 @@ class MaildirFolder:
             letters = keywords.letters(flags, add=True)
             name = self._new_name(len(data), wsize)
             final = f"{name}:2,{letters}"
-            self._write(f"{self.path}/tmp/{name}", data, internaldate)
+            write_file_synced(f"{self.path}/tmp/{name}", [data], mtime=internaldate)
             try:
                 os.rename(f"{self.path}/tmp/{name}", f"{self.path}/cur/{final}")
             except BaseException:
@@ -638,8 +637,8 @@ class MaildirFolder:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
             with open(source, "rb") as handle:
-                dest._write(f"{dest.path}/tmp/{name}", handle.read(),
-                            os.stat(source).st_mtime)
+                write_file_synced(f"{dest.path}/tmp/{name}", [handle.read()],
+                                  mtime=os.stat(source).st_mtime)
             os.rename(f"{dest.path}/tmp/{name}", f"{dest.path}/cur/{final}")
         return final
 
@@ -689,22 +688,6 @@ class MaildirFolder:
         self._seq += 1
         return (f"{int(now)}.M{int(now % 1 * 1_000_000):06d}P{os.getpid()}"
                 f"Q{self._seq}R{os.urandom(4).hex()}.{self._host},S={size},W={wsize}")
-
-    @staticmethod
-    def _write(path: str, data: bytes, mtime: float | None) -> None:
-        fd = os.open(path, _CREATE, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if mtime is not None:  # before the fsync, so INTERNALDATE is durable too
-                os.utime(fd, (mtime, mtime))
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(path)
-            raise
-        os.close(fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

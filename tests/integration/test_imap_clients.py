@@ -6,21 +6,16 @@ stored matches what geomail holds, apart from the trace field fetchmail adds."""
 from __future__ import annotations
 
 import imaplib
-import os
-import pwd
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.fetchmail import fetchmail, without_field
 from tests.support.geomail import PASSWORD
-from tests.support.pop3 import ALICE, header_fields, make_message, send
+from tests.support.pop3 import ALICE, make_message, send
 
 pytest_plugins = ["tests.support.pop3_fixtures"]
 
-FETCHMAIL = shutil.which("fetchmail") or "/usr/bin/fetchmail"
 COUNT = 3
 
 
@@ -46,37 +41,6 @@ def inbox(app: Any, context: Any) -> list[bytes]:
     return sorted(found)
 
 
-def without_field(message: bytes, marker: bytes) -> bytes:
-    fields = header_fields(message)
-    added = [field for field in fields if marker in field]
-    assert len(added) == 1, f"expected one field with {marker!r} in:\n{b''.join(fields)!r}"
-    return message.replace(added[0], b"", 1)
-
-
-def fetchmail(tmp_path: Path, port: int, tls: dict[str, str], ssl_mode: str,
-              keep: bool) -> tuple[list[bytes], str]:
-    out = tmp_path / "fetched"
-    out.mkdir()
-    home = tmp_path / "fetchmail-home"
-    home.mkdir(mode=0o700)
-    rc = tmp_path / "fetchmailrc"
-    rc.write_text(f"""\
-set no syslog
-poll localhost via 127.0.0.1 with proto IMAP port {port}
-    user "{ALICE}" there with password "{PASSWORD}" is "{pwd.getpwuid(os.getuid()).pw_name}" here
-    {ssl_mode} sslcertck sslcertfile "{tls["ca"]}" sslcommonname "localhost"
-    {"keep" if keep else "no keep"} fetchall
-    mda "/bin/sh -c 'cat > $(mktemp {out}/msg.XXXXXX)'"
-""")
-    rc.chmod(0o600)  # fetchmail refuses a readable file holding a password
-    env = {**os.environ, "FETCHMAILHOME": str(home), "HOME": str(home)}
-    result = subprocess.run([FETCHMAIL, "-f", str(rc), "--nodetach", "-v"], env=env,
-                            capture_output=True, text=True, timeout=60)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, f"fetchmail exited {result.returncode}:\n{log}"
-    return sorted(path.read_bytes() for path in out.iterdir()), log
-
-
 @pytest.mark.parametrize("mode", ["imaps-keep", "starttls-delete"])
 def test_fetchmail(tmp_path, imap_app, pop3_tls, pop3_client_tls, mode):
     """fetchmail over implicit TLS keeping the mail, and over STARTTLS deleting it: every
@@ -86,10 +50,10 @@ def test_fetchmail(tmp_path, imap_app, pop3_tls, pop3_client_tls, mode):
     stored = inbox(imap_app, pop3_client_tls)
     assert len(stored) == COUNT
     if mode == "imaps-keep":
-        fetched, log = fetchmail(tmp_path, imap_app.ports["imaps"][0], pop3_tls,
+        fetched, log = fetchmail(tmp_path, "IMAP", imap_app.ports["imaps"][0], pop3_tls,
                                  'ssl sslproto "TLS1.2+"', keep=True)
     else:
-        fetched, log = fetchmail(tmp_path, imap_app.ports["imap"][0], pop3_tls,
+        fetched, log = fetchmail(tmp_path, "IMAP", imap_app.ports["imap"][0], pop3_tls,
                                  'sslproto "TLS1.2+"', keep=False)
         assert "STARTTLS" in log
     assert sorted(without_field(m, b"(fetchmail-").replace(b"\n", b"\r\n")

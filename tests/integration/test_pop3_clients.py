@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fetchmail import fetchmail, without_field
 from tests.support.geomail import PASSWORD
-from tests.support.pop3 import ALICE, CRLF, Ports, header_fields, make_message, send, session
+from tests.support.pop3 import ALICE, CRLF, Ports, make_message, send, session
 from tests.support.pop3 import unstuff as unstuff_body
 
 pytest_plugins = ["tests.support.pop3_fixtures"]
 
-FETCHMAIL = shutil.which("fetchmail") or "/usr/bin/fetchmail"
 GETMAIL = shutil.which("getmail") or "/usr/bin/getmail"
 MPOP = shutil.which("mpop") or "/usr/bin/mpop"
 COUNT = 3
@@ -47,14 +47,6 @@ def left_on_server(ports: Ports) -> int:
         return client.stat()[0]
 
 
-def without_field(message: bytes, marker: bytes) -> bytes:
-    """``message`` without the one header field containing ``marker`` (a client's trace)."""
-    fields = header_fields(message)
-    added = [field for field in fields if marker in field]
-    assert len(added) == 1, f"expected one field with {marker!r} in:\n{b''.join(fields)!r}"
-    return message.replace(added[0], b"", 1)
-
-
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, **kwargs)
     assert result.returncode == 0, f"{command[0]} exited {result.returncode}:\n" \
@@ -73,35 +65,16 @@ def private_file(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def fetchmail(tmp_path: Path, port: int, tls: dict[str, str], ssl_mode: str,
-              keep: bool) -> tuple[list[bytes], str]:
-    out = tmp_path / "fetched"
-    out.mkdir()
-    home = tmp_path / "fetchmail-home"
-    home.mkdir(mode=0o700)
-    rc = private_file(tmp_path / "fetchmailrc", f"""\
-set no syslog
-poll localhost via 127.0.0.1 with proto POP3 port {port}
-    user "{ALICE}" there with password "{PASSWORD}" is "{pwd.getpwuid(os.getuid()).pw_name}" here
-    {ssl_mode} sslcertck sslcertfile "{tls["ca"]}" sslcommonname "localhost"
-    {"keep" if keep else "no keep"} fetchall
-    mda "/bin/sh -c 'cat > $(mktemp {out}/msg.XXXXXX)'"
-""")
-    env = {**os.environ, "FETCHMAILHOME": str(home), "HOME": str(home)}
-    result = run([FETCHMAIL, "-f", str(rc), "--nodetach", "-v"], env=env)
-    return sorted(path.read_bytes() for path in out.iterdir()), result.stdout + result.stderr
-
-
 @pytest.mark.parametrize("mode", ["pop3s-keep", "stls-delete"])
 def test_fetchmail(tmp_path, ports, pop3_tls, mailbox, mode):
     """fetchmail over implicit TLS keeping the mail, and over STLS (RFC 2595 4) deleting it:
     every message arrives, equal to the stored one but for fetchmail's Received field."""
     if mode == "pop3s-keep":
-        fetched, log = fetchmail(tmp_path, ports.pop3s, pop3_tls, 'ssl sslproto "TLS1.2+"',
+        fetched, log = fetchmail(tmp_path, "POP3", ports.pop3s, pop3_tls, 'ssl sslproto "TLS1.2+"',
                                  keep=True)
     else:
-        fetched, log = fetchmail(tmp_path, ports.pop3_strict, pop3_tls, 'sslproto "TLS1.2+"',
-                                 keep=False)
+        fetched, log = fetchmail(tmp_path, "POP3", ports.pop3_strict, pop3_tls,
+                                 'sslproto "TLS1.2+"', keep=False)
         assert "POP3> STLS" in log and "upgrade to TLS succeeded" in log
     assert sorted(without_field(m, b"(fetchmail-") for m in fetched) == mailbox
     assert left_on_server(ports) == (COUNT if mode == "pop3s-keep" else 0)
